@@ -1,0 +1,61 @@
+"""synthmed: can synthetic images from a generative model stand in for real medical scans?
+
+``import synthmed`` is cheap: torch, mlflow and friends load when a function that needs them runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from synthmed.config import Config
+from synthmed.errors import SynthmedError
+from synthmed.hookspecs import hookimpl
+from synthmed.plugins import get_plugin_manager, registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AugmentationPolicy",
+    "Config",
+    "Dataset",
+    "Generator",
+    "ModelFactory",
+    "SynthmedError",
+    "TrainResult",
+    "__version__",
+    "get_plugin_manager",
+    "gradcam",
+    "hookimpl",
+    "registry",
+    "sweep",
+    "train",
+]
+
+_LAZY = {
+    "AugmentationPolicy": ("synthmed.policies.base", "AugmentationPolicy"),
+    "Dataset": ("synthmed.data.base", "Dataset"),
+    "Generator": ("synthmed.generators.base", "Generator"),
+    "ModelFactory": ("synthmed.models.base", "ModelFactory"),
+    "TrainResult": ("synthmed.training", "TrainResult"),
+    "train": ("synthmed.training", "train"),
+    "sweep": ("synthmed.sweep", "sweep"),
+    "gradcam": ("synthmed.gradcam", "gradcam"),
+}
+
+if TYPE_CHECKING:
+    from synthmed.data.base import Dataset
+    from synthmed.generators.base import Generator
+    from synthmed.gradcam import gradcam
+    from synthmed.models.base import ModelFactory
+    from synthmed.policies.base import AugmentationPolicy
+    from synthmed.sweep import sweep
+    from synthmed.training import TrainResult, train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'synthmed' has no attribute {name!r}")

@@ -1,0 +1,237 @@
+"""Every default of one experiment, in one frozen dataclass.
+
+CLI options (``--real-frac``) and MLproject parameters (``real_frac``) map one to one onto the
+fields below. :meth:`Config.from_mapping` accepts strings (``mlflow run -P`` values arrive as
+strings) and rejects unknown keys and bad values with an error naming the field, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from synthmed.errors import SynthmedError
+
+DEFAULT_GENERATOR = "elastic"  # local, free, sends nothing off this machine (see docs/generators.md)
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment: data → augmentation policy → model → training → evaluation."""
+
+    # data
+    dataset: str = _f("alzheimer_mri", "dataset plugin name (see `synthmed plugins`)")
+    data_dir: str | None = _f(None, "local copy of the dataset (else $SYNTHMED_DATA_DIR, else the hub)")
+    revision: str | None = _f(None, "hub revision (commit or tag) to pin the dataset to")
+    image_size: int = _f(128, "side of the square images fed to the model", min=8)
+    skip_bad_images: bool = _f(False, "skip (and count) undecodable images instead of failing")
+    test_frac: float = _f(0.2, "test share for datasets without a test split (imagefolder)", gt=0.0, lt=1.0)
+    # sampling
+    real_frac: float = _f(1.0, "stratified fraction X of the real training images to keep", gt=0.0, le=1.0)
+    val_frac: float = _f(0.0, "share of the sampled training images held out for early stopping", ge=0.0, lt=1.0)
+    # model
+    model: str = _f("cnn", "model factory plugin name")
+    pretrained: bool = _f(False, "start from pretrained weights (timm models)")
+    weights: str | None = _f(None, "local weights file for pretrained models (no download)")
+    # augmentation
+    policy: str = _f("none", "augmentation policy plugin name")
+    generator: str = _f(DEFAULT_GENERATOR, "synthetic-image generator (policy=synthetic)")
+    synth_frac: float | None = _f(None, "synthetic share Y of the full training size; default 1 - real_frac", ge=0.0)
+    variations_per_image: int = _f(1, "variations k generated per real source image (upper bound)", min=1)
+    base_policy: str = _f("none", "classic policy applied on top of the mixed set (policy=synthetic)")
+    mix: str = _f("append", "how synthetic images join the real ones", choices=("append", "replace"))
+    replace_p: float = _f(0.5, "mix=replace: chance a real image is swapped for a variation each epoch", ge=0.0, le=1.0)
+    balance: bool = _f(False, "give rare classes more synthetic images (equal per-class totals where possible)")
+    allow_external: bool = _f(False, "allow generators that send images off this machine (e.g. openai)")
+    generator_options: str | None = _f(None, "extra generator params as 'key=value,key=value'")
+    cache_dir: str | None = _f(None, "generation cache folder (default: the user cache dir)")
+    # training
+    epochs: int = _f(10, "training epochs", min=1)
+    batch_size: int = _f(32, "mini-batch size", min=1)
+    lr: float = _f(1e-3, "Adam learning rate", gt=0.0)
+    weight_decay: float = _f(0.0, "Adam weight decay", ge=0.0)
+    patience: int = _f(0, "early stopping: epochs without val-loss improvement (0 = off; needs val_frac > 0)", min=0)
+    seed: int = _f(0, "seed for sampling, augmentation, initialisation and generation", min=0)
+    device: str = _f("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
+    precision: str = _f("auto", "autocast precision", choices=("auto", "fp32", "bf16"))
+    # tracking
+    experiment: str = _f("synthmed", "MLflow experiment name")
+    register: str | None = _f("default", "registered model name; 'default' = synthmed-<dataset>-<model>; 'none' = skip")
+    gradcam: bool = _f(True, "log a Grad-CAM panel and agreement metrics with every run")
+    quiet: bool = _f(False, "no progress bars")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_field(f, getattr(self, f.name))
+        if self.patience and not self.val_frac:
+            raise SynthmedError(
+                f"patience={self.patience} needs a validation part: set val_frac > 0 (e.g. 0.1)"
+            )
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, base: Config | None = None) -> Config:
+        """Build a config from (possibly string) values; unknown keys are errors."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise SynthmedError(
+                    f"unknown config key {key!r} — allowed: {', '.join(sorted(known))}"
+                )
+            kwargs[name] = _coerce(known[name], value)
+        if base is not None:
+            return dataclasses.replace(base, **kwargs)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> Config:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise SynthmedError(f"config file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise SynthmedError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise SynthmedError(f"config file {str(path)!r} must hold a mapping of field: value")
+        return cls.from_mapping({**data, **overrides})
+
+    def replace(self, **changes: Any) -> Config:
+        return Config.from_mapping(changes, base=self)
+
+    # --- output -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def registered_model_name(self) -> str | None:
+        if self.register is None or self.register.lower() in ("none", "", "false"):
+            return None
+        if self.register == "default":
+            return f"synthmed-{self.dataset}-{self.model}"
+        return self.register
+
+    @property
+    def effective_synth_frac(self) -> float:
+        """Y: the synthetic share of the full training size (thesis: fill up to 1)."""
+        return 1.0 - self.real_frac if self.synth_frac is None else self.synth_frac
+
+    def generator_params(self) -> dict[str, str]:
+        """``generator_options`` parsed into a dict (``'a=1,b=x'`` → ``{'a': '1', 'b': 'x'}``)."""
+        return parse_options(self.generator_options, "generator_options")
+
+
+def parse_options(text: str | None, what: str) -> dict[str, str]:
+    if not text:
+        return {}
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SynthmedError(f"{what}: {part!r} is not of the form key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# --- validation helpers ---------------------------------------------------------------------------
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def _base_type(f: dataclasses.Field[Any]) -> tuple[type, bool]:
+    hints = typing.get_type_hints(Config)
+    tp = hints[f.name]
+    optional = False
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        tp = args[0]
+    return tp, optional
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    tp, optional = _base_type(f)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
+        if optional:
+            return None
+        raise SynthmedError(f"{f.name} must not be empty — expected {tp.__name__}")
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if tp is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            return int(text)
+        if tp is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise SynthmedError(f"{f.name}={value!r} is not a valid {tp.__name__}") from None
+
+
+def _check_field(f: dataclasses.Field[Any], value: Any) -> None:
+    tp, optional = _base_type(f)
+    if value is None:
+        if optional:
+            return
+        raise SynthmedError(f"{f.name} must not be empty")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise SynthmedError(f"{f.name}={value!r} must be a {tp.__name__}")
+    meta = f.metadata
+    if tp is float and not math.isfinite(value):
+        raise SynthmedError(f"{f.name}={value!r} must be a finite number")
+    bounds = []
+    if "gt" in meta and not value > meta["gt"]:
+        bounds.append(f"> {meta['gt']}")
+    if "ge" in meta and not value >= meta["ge"]:
+        bounds.append(f">= {meta['ge']}")
+    if "lt" in meta and not value < meta["lt"]:
+        bounds.append(f"< {meta['lt']}")
+    if "le" in meta and not value <= meta["le"]:
+        bounds.append(f"<= {meta['le']}")
+    if "min" in meta and value < meta["min"]:
+        bounds.append(f">= {meta['min']}")
+    if bounds:
+        allowed = _describe_bounds(meta)
+        raise SynthmedError(f"{f.name}={value!r} is out of range — allowed: {allowed}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise SynthmedError(f"{f.name}={value!r} is not allowed — choose one of {', '.join(meta['choices'])}")
+
+
+def _describe_bounds(meta: Mapping[str, Any]) -> str:
+    lo = f"> {meta['gt']}" if "gt" in meta else f">= {meta['ge']}" if "ge" in meta else f">= {meta['min']}" if "min" in meta else ""
+    hi = f"< {meta['lt']}" if "lt" in meta else f"<= {meta['le']}" if "le" in meta else ""
+    return " and ".join(p for p in (lo, hi) if p)

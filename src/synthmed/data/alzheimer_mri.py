@@ -1,0 +1,3 @@
+"""Placeholder while under construction."""
+
+from synthmed.hookspecs import hookimpl  # noqa: F401

@@ -1,0 +1,105 @@
+"""What a dataset plugin returns: images decoded once into memory as uint8 tensors."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from synthmed.config import Config
+
+
+@dataclass
+class ImageSet:
+    """Images and labels of one split (or of a sample of one).
+
+    Attributes:
+        images: ``(N, 1, H, W)`` uint8 tensor.
+        labels: ``(N,)`` int64 tensor of class indices.
+        index: ``(N,)`` int64 tensor: row of each image in its source split (provenance).
+        synthetic: ``(N,)`` bool tensor, True where the image came from a generator.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor | None = None
+    synthetic: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        import torch
+
+        n = len(self.labels)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 1:
+            raise ValueError(f"images must be (N, 1, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+        if self.images.shape[0] != n:
+            raise ValueError(f"{self.images.shape[0]} images but {n} labels")
+        if self.index is None:
+            self.index = torch.arange(n)
+        if self.synthetic is None:
+            self.synthetic = torch.zeros(n, dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, rows: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[rows], self.labels[rows], self.index[rows], self.synthetic[rows])
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        import torch
+
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+    @staticmethod
+    def concat(sets: list[ImageSet]) -> ImageSet:
+        import torch
+
+        return ImageSet(
+            torch.cat([s.images for s in sets]),
+            torch.cat([s.labels for s in sets]),
+            torch.cat([s.index for s in sets]),
+            torch.cat([s.synthetic for s in sets]),
+        )
+
+
+@dataclass
+class Splits:
+    """A loaded dataset: train and test splits plus what a run should record about them."""
+
+    train: ImageSet
+    test: ImageSet
+    classes: tuple[str, ...]
+    fingerprint: str
+    meta: dict[str, Any] = field(default_factory=dict)  # logged as params/tags (source, skipped files, ...)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class Dataset(ABC):
+    """A source of labelled images with a train and a test split.
+
+    Subclasses set ``name`` and implement :meth:`load`. Register them with the
+    ``register_datasets`` hook.
+    """
+
+    name: ClassVar[str]
+    #: True when loading may reach the network (a hub); used in error messages and docs.
+    may_download: ClassVar[bool] = False
+
+    @abstractmethod
+    def load(self, config: Config) -> Splits:
+        """Load both splits, decoded and resized to ``config.image_size``, as uint8 tensors."""
+
+
+def fingerprint_tensors(*tensors: torch.Tensor) -> str:
+    """A short sha256 over tensors' bytes: the dataset fingerprint logged as a run tag."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,60 @@
+"""The augmentation-policy contract (Chapter 6)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from synthmed.config import Config
+    from synthmed.data.base import ImageSet, Splits
+
+
+@dataclass
+class PolicyContext:
+    """What a policy may look at when it builds the training set of one run.
+
+    Attributes:
+        config: the run's config.
+        splits: the full dataset (``splits.train`` is the *full* real training split, for sizes
+            and class proportions only; a policy must draw sources from the ``real`` subset).
+        log_metrics / log_artifact / log_params: MLflow hooks of the current run (no-ops outside one).
+    """
+
+    config: Config
+    splits: Splits
+    log_metrics: Callable[[dict[str, float]], None] = lambda m: None
+    log_params: Callable[[dict[str, Any]], None] = lambda p: None
+    log_artifact: Callable[[str, str], None] = lambda local_path, artifact_dir: None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class AugmentationPolicy(ABC):
+    """Turns the sampled real images into what the model trains on.
+
+    The one abstract method is :meth:`augment`, applied to every training batch. Policies that
+    change the training set itself (the synthetic policy) override :meth:`training_set` (once
+    per run) and/or :meth:`epoch_set` (each epoch).
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, config: Config) -> AugmentationPolicy:
+        """Build the policy for a run; override to read policy params from the config."""
+        return cls()
+
+    def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
+        """The set to train on, built once per run from the sampled ``real`` images."""
+        return real
+
+    def epoch_set(self, train: ImageSet, epoch: int, rng: torch.Generator) -> ImageSet:
+        """The set for one epoch (default: the same every epoch)."""
+        return train
+
+    @abstractmethod
+    def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Transform one batch: ``(B, 1, H, W)`` uint8 in, same shape and dtype out."""
