@@ -21,11 +21,13 @@ class PolicyContext:
         config: the run's config.
         splits: the full dataset (``splits.train`` is the *full* real training split, for sizes
             and class proportions only; a policy must draw sources from the ``real`` subset).
+        pm: the plugin manager (to look up generators and base policies by name).
         log_metrics / log_artifact / log_params: MLflow hooks of the current run (no-ops outside one).
     """
 
     config: Config
     splits: Splits
+    pm: Any = None
     log_metrics: Callable[[dict[str, float]], None] = lambda m: None
     log_params: Callable[[dict[str, Any]], None] = lambda p: None
     log_artifact: Callable[[str, str], None] = lambda local_path, artifact_dir: None

@@ -1,0 +1,217 @@
+"""Everything a run writes to MLflow: params, tags, metrics, artifacts, the model and its registry entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from synthmed.config import Config, parse_options
+
+if TYPE_CHECKING:
+    import pluggy
+    from torch import nn
+
+    from synthmed.data.base import ImageSet, Splits
+    from synthmed.evaluation import Evaluation
+    from synthmed.models.base import ModelFactory
+    from synthmed.policies.base import AugmentationPolicy
+
+MODEL_ARTIFACT = "model"
+REGISTRY_ALIAS = "newest"  # every registered version takes it; aliases, not stages
+_SECRET = re.compile(r"key|secret|token|password", re.I)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The config as a dict with secrets in ``generator_options`` masked (never logged)."""
+    values = config.to_dict()
+    opts = parse_options(config.generator_options, "generator_options")
+    if opts:
+        values["generator_options"] = ",".join(
+            f"{k}={'***' if _SECRET.search(k) else v}" for k, v in opts.items()
+        ) or None
+    return values
+
+
+def git_commit() -> str | None:
+    """The commit of the working directory's git repo, if any."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunLogger:
+    """Thin wrapper around the active MLflow run, with the artifacts synthmed logs."""
+
+    def __init__(self, run_id: str, config: Config, existing_params: dict[str, str] | None = None):
+        self.run_id = run_id
+        self.config = config
+        # params already on a joined run (`mlflow run` logs its -P values as given, e.g. "1e-3");
+        # MLflow refuses to change a param, so those keys keep their launcher-given spelling.
+        self._existing = set(existing_params or {})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items() if k not in self._existing})
+
+    def log_artifact(self, local_path: str, artifact_dir: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(local_path, artifact_dir)
+
+    def log_figure(self, fig: Any, path: str) -> None:
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        mlflow.log_figure(fig, path)
+        plt.close(fig)
+
+    # --- what train() logs -------------------------------------------------------------------------
+    def log_training_set(self, train_set: ImageSet, real: ImageSet, val: ImageSet | None, splits: Splits,
+                         policy: AugmentationPolicy) -> None:
+        import torch
+
+        from synthmed._figures import image_grid_figure
+
+        counts = train_set.class_counts(splits.num_classes)
+        params: dict[str, Any] = {
+            "n_train": len(train_set),
+            "n_train_real": int((~train_set.synthetic).sum()),
+            "n_train_synthetic": int(train_set.synthetic.sum()),
+            "n_val": len(val) if val is not None else 0,
+            "n_test": len(splits.test),
+            "n_full_train": len(splits.train),
+        }
+        params.update({f"train_count_{c}": n for c, n in zip(splits.classes, counts)})
+        self.log_params(params)
+        rng = torch.Generator().manual_seed(self.config.seed)
+        rows = torch.randperm(len(train_set), generator=rng)[:16]
+        shown = policy.augment(train_set.images[rows], rng)
+        fig = image_grid_figure(shown, train_set.labels[rows], splits.classes,
+                                f"training images after policy '{self.config.policy}'", train_set.synthetic[rows])
+        self.log_figure(fig, "augmented_training_images.png")
+
+    def log_evaluation(self, result: Evaluation, classes: tuple[str, ...]) -> None:
+        import mlflow
+
+        from synthmed._figures import confusion_matrix_figure
+
+        self.log_figure(confusion_matrix_figure(result.confusion, classes), "confusion_matrix.png")
+        rows = ["class,support,recall,precision,f1"]
+        for i, c in enumerate(classes):
+            m = result.metrics
+            rows.append(f"{c},{int(result.confusion[i].sum())},{m[f'recall_{c}']:.6f},"
+                        f"{m[f'precision_{c}']:.6f},{m[f'f1_{c}']:.6f}")
+        mlflow.log_text("\n".join(rows) + "\n", "per_class_metrics.csv")
+        header = "true\\pred," + ",".join(classes)
+        body = [f"{c}," + ",".join(str(int(v)) for v in result.confusion[i]) for i, c in enumerate(classes)]
+        mlflow.log_text("\n".join([header, *body]) + "\n", "confusion_matrix.csv")
+
+    def log_gradcam(self, model: nn.Module, factory: ModelFactory, splits: Splits, real: ImageSet,
+                    config: Config, device: str, pm: pluggy.PluginManager) -> dict[str, float]:
+        from synthmed.gradcam import log_run_gradcam
+
+        return log_run_gradcam(model=model, factory=factory, splits=splits, real=real, config=config,
+                               device=device, pm=pm)
+
+    def log_model(self, model: nn.Module, splits: Splits, config: Config) -> tuple[str, str | None]:
+        """Log the model (pt2, batch-dynamic input example of 2 test images) and register it."""
+        import copy
+
+        import mlflow
+        import torch
+
+        from synthmed.evaluation import to_input
+
+        cpu_model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+        example = to_input(splits.test.images[:2]).numpy()  # (2, 1, H, W) float32
+        name = config.registered_model_name
+        info = mlflow.pytorch.log_model(cpu_model, name=MODEL_ARTIFACT, input_example=example,
+                                        registered_model_name=name)
+        # weights alone too: Grad-CAM rebuilds an nn.Module from the factory + these (no pickle)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "state_dict.pt"
+            torch.save(cpu_model.state_dict(), path)
+            mlflow.log_artifact(str(path), "weights")
+        version = None
+        if name:
+            version = str(info.registered_model_version)
+            client = mlflow.MlflowClient()
+            for key, value in {"policy": config.policy, "model": config.model, "real_frac": config.real_frac,
+                               "dataset": config.dataset, "run_id": self.run_id}.items():
+                client.set_model_version_tag(name, version, key, str(value))
+            client.set_registered_model_alias(name, REGISTRY_ALIAS, version)
+        return info.model_uri, version
+
+
+@contextmanager
+def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+        run_name: str | None = None) -> Iterator[RunLogger]:
+    """Start (or join) the MLflow run of one experiment; mark it FAILED, with the error, if anything raises.
+
+    Joins the run of ``mlflow run`` (``MLFLOW_RUN_ID``) or an already active run; nests under
+    ``parent_run_id`` when given.
+    """
+    import mlflow
+
+    own_run = True
+    saved_env = None
+    if parent_run_id is not None:
+        saved_env = os.environ.pop("MLFLOW_RUN_ID", None)  # a child is a new run, even inside `mlflow run`
+        parent = mlflow.MlflowClient().get_run(parent_run_id)
+        active = mlflow.start_run(run_name=run_name, experiment_id=parent.info.experiment_id,
+                                  parent_run_id=parent_run_id, nested=mlflow.active_run() is not None)
+    elif mlflow.active_run() is not None:
+        active, own_run = mlflow.active_run(), False
+    else:
+        if not os.environ.get("MLFLOW_RUN_ID"):
+            mlflow.set_experiment(config.experiment)
+        active = mlflow.start_run(run_name=run_name or f"{config.model}-{config.policy}-{config.real_frac:g}")
+    logger = RunLogger(active.info.run_id, config, dict(mlflow.get_run(active.info.run_id).data.params))
+    try:
+        from synthmed import __version__
+
+        all_tags = {
+            "synthmed.version": __version__,
+            "synthmed.dataset": config.dataset,
+            "synthmed.dataset_fingerprint": splits.fingerprint,
+            "synthmed.model": config.model,
+            "synthmed.policy": config.policy,
+            "synthmed.real_frac": f"{config.real_frac:g}",
+        }
+        commit = active.data.tags.get("mlflow.source.git.commit") or git_commit()
+        if commit:
+            all_tags["synthmed.git_commit"] = commit
+        mlflow.set_tags({**all_tags, **(tags or {})})
+        logger.log_params(redacted(config))
+        mlflow.log_text(Config(**redacted(config)).to_yaml(), "config.yaml")
+        mlflow.log_text(json.dumps(splits.meta, indent=2, default=str), "data/meta.json")
+        logger.log_params({f"data.{k}": v for k, v in splits.meta.items()
+                           if isinstance(v, (str, int, float, bool)) and len(str(v)) < 500})
+        yield logger
+    except BaseException as exc:
+        mlflow.set_tag("synthmed.error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
+        if own_run:
+            mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    else:
+        if own_run:
+            mlflow.end_run()
+    finally:
+        if saved_env is not None:
+            os.environ["MLFLOW_RUN_ID"] = saved_env
