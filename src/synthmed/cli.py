@@ -114,3 +114,7 @@ def plugins(as_json: bool) -> None:
         click.echo(f"{kind}:")
         for e in entries:
             click.echo(f"  {e['name']:16s} {e['provider']}")
+
+
+if __name__ == "__main__":
+    main()
