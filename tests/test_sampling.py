@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from synthmed.data.sampling import keep_count, split_validation, stratified_sample
 from synthmed.errors import SynthmedError
 
-labels_st = st.lists(st.integers(0, 5), min_size=1, max_size=120).map(lambda xs: torch.tensor(xs, dtype=torch.long))
+labels_st = st.lists(st.integers(0, 5), min_size=1, max_size=120).map(lambda xs: torch.tensor(xs).long())
 frac_st = st.floats(min_value=1e-6, max_value=1.0, allow_nan=False)
 seed_st = st.integers(0, 2**32)
 few = settings(max_examples=60, deadline=None)

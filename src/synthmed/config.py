@@ -36,6 +36,7 @@ class Config:
     image_size: int = _f(128, "side of the square images fed to the model", min=8)
     skip_bad_images: bool = _f(False, "skip (and count) undecodable images instead of failing")
     test_frac: float = _f(0.2, "test share for datasets without a test split (imagefolder)", gt=0.0, lt=1.0)
+    split_seed: int = _f(0, "seed of that test split; fixed apart from `seed` so repeated runs share one test set", min=0)
     # sampling
     real_frac: float = _f(1.0, "stratified fraction X of the real training images to keep", gt=0.0, le=1.0)
     val_frac: float = _f(0.0, "share of the sampled training images held out for early stopping", ge=0.0, lt=1.0)

@@ -51,12 +51,13 @@ class AlzheimerMRI(Dataset):
         local = local_dir(config)
         if local is not None:
             manifest = verify_manifest(local)
-            key: tuple[Any, ...] = ("local", str(local), _stat_signature(local), config.image_size, config.skip_bad_images)
+            key: tuple[Any, ...] = ("local", str(local), _stat_signature(local))
             source, revision = str(local), None
         else:
             manifest = None
-            key = ("hub", HUB_ID, config.revision, config.image_size, config.skip_bad_images)
+            key = ("hub", HUB_ID, config.revision)
             source, revision = HUB_ID, config.revision
+        key += (config.image_size, config.skip_bad_images)
         splits = memo_get(key)
         if splits is None:
             raw = _load_local(local) if local is not None else _load_hub(config.revision)
@@ -115,7 +116,8 @@ def verify_manifest(folder: Path) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SynthmedError(f"cannot read {path}: {exc} — fix or delete the manifest") from exc
-    entries = [v for v in manifest.values() if isinstance(v, dict) and "file" in v and "sha256" in v] if isinstance(manifest, dict) else []
+    listed = manifest.values() if isinstance(manifest, dict) else []
+    entries = [v for v in listed if isinstance(v, dict) and "file" in v and "sha256" in v]
     if not entries:
         raise SynthmedError(f"{path} lists no files — expected {{split: {{'file': ..., 'sha256': ...}}}}")
     for entry in entries:
@@ -248,7 +250,7 @@ def _decode_split(
     if labels_col.null_count:
         row = labels_col.is_null().to_pylist().index(True)
         raise SynthmedError(f"{name} row {row} of {source} has no label — every image needs one")
-    labels = torch.as_tensor(labels_col.to_numpy(), dtype=torch.long)  # (N,)
+    labels = torch.tensor(labels_col.to_numpy(), dtype=torch.long)  # (N,)
     bad = ((labels < 0) | (labels >= len(classes))).nonzero().flatten()
     if len(bad):
         row = int(bad[0])

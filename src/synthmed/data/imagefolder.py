@@ -8,7 +8,7 @@ Two layouts of ``config.data_dir`` (``--data-dir``)::
 Classes are the subfolder names, sorted. Files are found recursively inside each class folder;
 files whose extension Pillow does not know (``notes.txt``) and hidden files are ignored and listed
 in ``meta["ignored_files"]``. Without ``train/``/``test/``, a stratified test split of
-``config.test_frac`` is drawn with ``config.seed`` (:func:`synthmed.data.sampling.split_validation`;
+``config.test_frac`` is drawn with ``config.split_seed`` (:func:`synthmed.data.sampling.split_validation`;
 a class with a single image stays in training) and recorded in ``meta``.
 """
 
@@ -54,7 +54,7 @@ class ImageFolder(Dataset):
             listings = [all_files]
 
         key = ("imagefolder", str(root), _signature(listings), config.image_size, config.skip_bad_images,
-               None if has_train else (config.test_frac, config.seed))
+               None if has_train else (config.test_frac, config.split_seed))
         splits = memo_get(key)
         if splits is not None:
             return splits
@@ -179,10 +179,10 @@ def _decode(
 
 def _split(full: ImageSet, files: list[str], config: Config) -> tuple[ImageSet, ImageSet, dict[str, Any]]:
     """A stratified, seeded test split of one folder, recorded in the returned meta."""
-    train_rows, test_rows = split_validation(full.labels, config.test_frac, config.seed, what="test_frac")
+    train_rows, test_rows = split_validation(full.labels, config.test_frac, config.split_seed, what="test_frac")
     meta = {
         "layout": "class folders (no train/ and test/)",
-        "test_split": f"stratified test_frac={config.test_frac} seed={config.seed}",
+        "test_split": f"stratified test_frac={config.test_frac} seed={config.split_seed}",
         "test_files": [files[i] for i in test_rows.tolist()],
     }
     return full.subset(train_rows), full.subset(test_rows), meta
