@@ -1,0 +1,120 @@
+"""Augmentation policies: a contract every registered policy passes, then the classic ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthmed.config import Config
+from synthmed.plugins import get_plugin_manager, registry
+
+POLICY_NAMES = registry("policies", get_plugin_manager()).names()  # installed third-party ones too
+CLASSIC = ("none", "basic", "autoaugment", "randaugment", "trivialaugment")
+
+
+def policy(pm, name: str):
+    return registry("policies", pm).get(name).from_config(Config(policy=name))
+
+
+def brains(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Brain-like toy scans: a noisy bright ellipse on a black background, ``(n, 1, S, S)`` uint8."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    inside = (xx / 0.7) ** 2 + (yy / 0.85) ** 2 <= 1  # (S, S)
+    noise = torch.randint(60, 200, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    return noise * inside
+
+
+def rng(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- contract ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_policy_keeps_shape_and_dtype(pm, name, size):
+    images = brains(4, size)
+    out = policy(pm, name).augment(images, rng(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_policy_depends_only_on_the_rng(pm, name):
+    images = brains()
+    p = policy(pm, name)
+    global_state = torch.get_rng_state()
+    first, again = p.augment(images, rng(1)), p.augment(images, rng(1))
+    assert torch.equal(first, again)
+    assert torch.equal(torch.get_rng_state(), global_state), "augment must not touch the global RNG"
+    if not torch.equal(first, images):  # a random policy: another seed, other images
+        assert not torch.equal(first, p.augment(images, rng(2)))
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_policy_takes_an_empty_batch(pm, name):
+    empty = torch.zeros(0, 1, 32, 32, dtype=torch.uint8)
+    assert policy(pm, name).augment(empty, rng(0)).shape == empty.shape
+
+
+def test_classic_policies_are_registered(pm):
+    assert set(CLASSIC) <= set(registry("policies", pm).names())
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSIC if n != "none"])
+def test_random_policies_change_images(pm, name):
+    images = brains()
+    assert not torch.equal(policy(pm, name).augment(images, rng(0)), images)
+
+
+@pytest.mark.parametrize("name", ["basic", "autoaugment", "randaugment", "trivialaugment"])
+def test_each_image_gets_its_own_draw(pm, name):
+    images = brains(1).expand(8, -1, -1, -1).contiguous()  # eight copies of one scan
+    out = policy(pm, name).augment(images, rng(0))
+    assert len({bytes(o.flatten().tolist()) for o in out}) > 1
+
+
+# --- none and basic ----------------------------------------------------------------------------
+def test_none_is_identity(pm):
+    images = brains()
+    assert torch.equal(policy(pm, "none").augment(images, rng(0)), images)
+
+
+def test_basic_is_mild(pm):
+    images = brains(16)
+    out = policy(pm, "basic").augment(images, rng(0))
+    before, after = images.float().mean(), out.float().mean()
+    assert abs(after - before) / before < 0.1  # mean intensity roughly kept
+    assert (out.float() - images.float()).abs().mean() < 60  # not a different picture
+
+
+def test_basic_with_zero_ranges_is_identity():
+    from synthmed.policies.classic import BasicAugmentation
+
+    still = BasicAugmentation(flip_p=0, degrees=0, translate=0, scale=0, brightness=0, contrast=0)
+    images = brains()
+    assert torch.equal(still.augment(images, rng(0)), images)
+
+
+def test_basic_flip_is_left_right_only():
+    from synthmed.policies.classic import BasicAugmentation
+
+    flip = BasicAugmentation(flip_p=1, degrees=0, translate=0, scale=0, brightness=0, contrast=0)
+    images = brains()
+    assert torch.equal(flip.augment(images, rng(0)), images.flip(-1))
+
+
+def test_basic_shifts_in_black_not_wrapped_pixels():
+    from synthmed.policies.classic import BasicAugmentation
+
+    images = torch.full((4, 1, 32, 32), 200, dtype=torch.uint8)
+    out = BasicAugmentation(flip_p=0, degrees=10, translate=0.05, scale=0, brightness=0, contrast=0).augment(
+        images, rng(0)
+    )
+    assert (out[..., 0, 0] < 200).all()  # corners rotate out of the image and come in black
+
+
+# --- torchvision policies ----------------------------------------------------------------------
+def test_autoaugment_uses_the_imagenet_policy(pm):
+    from torchvision.transforms import v2
+
+    assert policy(pm, "autoaugment").transform.policy == v2.AutoAugmentPolicy.IMAGENET
