@@ -40,9 +40,15 @@ def twin_plugin(pm):
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_builtins_registered_through_hooks(pm, kind):
     reg = registry(kind, pm)
-    assert reg.names(), f"no built-in {kind}"
-    for entry in reg.entries():
-        assert entry.provider.startswith("synthmed ")
+    builtin = [e for e in reg.entries() if e.cls.__module__ in DEFAULT_PLUGINS]
+    assert builtin, f"no built-in {kind}"
+    for entry in builtin:
+        assert entry.provider == f"synthmed {synthmed.__version__}"
+
+
+def test_third_party_plugin_comes_from_its_distribution(pm):
+    pytest.importorskip("synthmed_openai")
+    assert registry("generators", pm).provider("openai").startswith("synthmed-openai ")
 
 
 def test_expected_builtins(pm):

@@ -39,6 +39,8 @@ KINDS: dict[str, str] = {
     "generators": "register_generators",
 }
 
+SINGULAR: dict[str, str] = {"datasets": "dataset", "policies": "policy", "models": "model", "generators": "generator"}
+
 T = TypeVar("T")
 
 
@@ -101,11 +103,11 @@ class Registry(Generic[T]):
                 name = getattr(klass, "name", None)
                 if not isinstance(name, str) or not name:
                     raise SynthmedError(
-                        f"{kind[:-1]} class {klass!r} from {provider} has no string 'name' attribute"
+                        f"{SINGULAR[kind]} class {klass!r} from {provider} has no string 'name' attribute"
                     )
                 if name in entries:
                     raise SynthmedError(
-                        f"duplicate {kind[:-1]} name {name!r}: provided by both "
+                        f"duplicate {SINGULAR[kind]} name {name!r}: provided by both "
                         f"{entries[name].provider} and {provider} — uninstall one of them"
                     )
                 entries[name] = Entry(name, klass, provider)
@@ -127,7 +129,7 @@ class Registry(Generic[T]):
         except KeyError:
             installed = ", ".join(self.names()) or "none"
             raise SynthmedError(
-                f"unknown {self.kind[:-1]} {name!r} — installed: {installed} "
+                f"unknown {SINGULAR[self.kind]} {name!r} — installed: {installed} "
                 f"(third-party ones come from packages with a 'synthmed' entry point)"
             ) from None
 
