@@ -116,5 +116,17 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  {e['name']:16s} {e['provider']}")
 
 
+def _add_commands() -> None:
+    """The other commands live beside the concept they drive; their modules import cheaply."""
+    from synthmed._cli_generate import cache, generate
+    from synthmed._cli_gradcam import gradcam_command
+    from synthmed._cli_sweep import report_command, sweep_command
+
+    for command in (generate, cache, sweep_command, report_command, gradcam_command):
+        main.add_command(command)
+
+
+_add_commands()
+
 if __name__ == "__main__":
     main()
