@@ -18,6 +18,18 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ.setdefault("SYNTHMED_DISABLE_PLUGIN_AUTOLOAD", "0")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_generation_cache(tmp_path_factory):
+    """No test writes to the user's real generation cache."""
+    saved = os.environ.get("SYNTHMED_CACHE_DIR")
+    os.environ["SYNTHMED_CACHE_DIR"] = str(tmp_path_factory.mktemp("generation-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("SYNTHMED_CACHE_DIR", None)
+    else:
+        os.environ["SYNTHMED_CACHE_DIR"] = saved
+
+
 @pytest.fixture
 def pm():
     """A fresh plugin manager per test (built-ins and installed entry points)."""

@@ -61,6 +61,8 @@ def test_registered_model_name_and_synth_frac():
 def test_generator_options_parse():
     assert Config(generator_options="model=gpt-image-1, size=1024x1024").generator_params() == {
         "model": "gpt-image-1", "size": "1024x1024"}
+    assert Config(generator_options=r"prompt=a brain MRI\, axial,n=2").generator_params() == {
+        "prompt": "a brain MRI, axial", "n": "2"}
     with pytest.raises(SynthmedError, match="key=value"):
         Config(generator_options="oops").generator_params()
 

@@ -147,13 +147,16 @@ class Config:
 def parse_options(text: str | None, what: str) -> dict[str, str]:
     if not text:
         return {}
+    import re
+
     out: dict[str, str] = {}
-    for part in text.split(","):
+    for part in re.split(r"(?<!\\),", text):  # a comma inside a value is written \,
+        part = part.replace("\\,", ",")
         if not part.strip():
             continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise SynthmedError(f"{what}: {part!r} is not of the form key=value")
+            raise SynthmedError(f"{what}: {part!r} is not of the form key=value (write a comma in a value as \\,)")
         out[key.strip()] = value.strip()
     return out
 
