@@ -1,5 +1,19 @@
-"""Synthetic-image generators and the generation cache."""
+"""Synthetic-image generators (``register_generators`` hook) and the generation cache.
 
-from synthmed.generators.base import Generator
+Built-ins: ``elastic`` (the default: local, free, a non-learned baseline) and ``folder`` (replays
+pre-generated images). The OpenAI generator is a separate distribution, ``synthmed-openai``.
+"""
 
-__all__ = ["Generator"]
+from synthmed.generators.base import Generator, coerce_option, source_hash
+from synthmed.generators.cache import FillStats, GenerationCache, cache_key, fill, generation_seed
+
+__all__ = [
+    "FillStats",
+    "GenerationCache",
+    "Generator",
+    "cache_key",
+    "coerce_option",
+    "fill",
+    "generation_seed",
+    "source_hash",
+]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+
+from synthmed.errors import SynthmedError
 
 if TYPE_CHECKING:
     import torch
 
     from synthmed.config import Config
+
+__all__ = ["Generator", "coerce_option", "source_hash"]
 
 
 class Generator(ABC):
@@ -17,17 +23,40 @@ class Generator(ABC):
     Subclasses set ``name``, declare whether they send images off this machine
     (``sends_data_off_machine``) and what an image costs (:attr:`cost_per_image_usd`), expose the
     parameters that define their output (:meth:`output_params`, part of the cache key) and
-    implement :meth:`generate`.
+    implement :meth:`generate`. Options from ``--generator-options`` arrive as strings in
+    ``__init__``: coerce them there (:func:`coerce_option`) and raise
+    :class:`~synthmed.errors.SynthmedError` for bad values.
     """
 
     name: ClassVar[str]
     #: True when source images leave this machine (an API): needs ``allow_external``.
     sends_data_off_machine: ClassVar[bool] = False
+    #: True when the output depends only on (image, variation, seed) — checked by contract tests.
+    deterministic: ClassVar[bool] = False
+    #: How many items the cache hands to :meth:`iter_generate` at once.
+    batch_size: int = 32
 
     @classmethod
     def from_config(cls, config: Config) -> Generator:
         """Build the generator for a run from ``config.generator_params()`` (strings)."""
-        return cls(**config.generator_params())
+        options = config.generator_params()
+        params = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        accepted = [n for n, p in params.items() if n != "self" and p.kind in named]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown and not takes_any:
+            raise SynthmedError(
+                f"generator {cls.name!r} does not take option(s) {', '.join(map(repr, unknown))} — "
+                f"accepted: {', '.join(accepted) or 'none'}"
+            )
+        missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in options]
+        if missing:
+            raise SynthmedError(
+                f"generator {cls.name!r} needs option(s) {', '.join(missing)} — pass them as "
+                f"--generator-options '{missing[0]}=...' (or -P generator_options=...)"
+            )
+        return cls(**options)
 
     @property
     def cost_per_image_usd(self) -> float | None:
@@ -35,8 +64,17 @@ class Generator(ABC):
         return None
 
     def output_params(self) -> dict[str, Any]:
-        """Params that change the output (model, size, prompt...); part of the cache key."""
+        """Params that change the output (model, size, prompt...); part of the cache key.
+
+        Must be JSON-serialisable and must never hold a secret (API keys): it is logged.
+        """
         return {}
+
+    def bind(self, classes: Sequence[str]) -> None:
+        """Learn the dataset's class names before generating (label ``i`` is ``classes[i]``).
+
+        Called once by the synthetic policy and ``synthmed generate``; the default ignores it.
+        """
 
     @abstractmethod
     def generate(
@@ -44,13 +82,110 @@ class Generator(ABC):
     ) -> torch.Tensor:
         """Make variation number ``variation`` of each source image.
 
+        The output for one image must depend only on that image, ``variation`` and ``seed``
+        (not on the rest of the batch), as far as the generator is reproducible at all.
+
         Args:
             images: ``(B, 1, H, W)`` uint8 sources.
             labels: ``(B,)`` int64 class indices (most generators ignore them).
-            variation: which variation (0, 1, ...) of each source; with ``seed`` it makes
-                the output reproducible where the generator allows.
-            seed: the run's generation seed.
+            variation: which variation (0, 1, ...) of each source.
+            seed: the generation seed. The cache derives it from the source's hash and the
+                variation index (never from the run seed), so a cached pool is shared by runs.
 
         Returns:
             ``(B, 1, H, W)`` uint8 variations, same size as the sources.
         """
+
+    def iter_generate(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        variations: Sequence[int],
+        seeds: Sequence[int],
+    ) -> Iterator[tuple[int, torch.Tensor | None]]:
+        """Generate item ``i`` = variation ``variations[i]`` of ``images[i]``, yielding each as it is done.
+
+        The cache calls this and writes every yielded image at once, so an interrupted batch
+        keeps what was finished. A generator may yield ``None`` for an item it declined (e.g. a
+        content-policy refusal); that item is counted and not cached. The default calls
+        :meth:`generate` once per item; override it to batch (``elastic``) or to run requests
+        concurrently and ask for several variations of one source per request (``openai``).
+
+        Args:
+            images: ``(B, 1, H, W)`` uint8; the same source may appear several times.
+            labels: ``(B,)`` int64.
+            variations: ``B`` variation indices.
+            seeds: ``B`` generation seeds.
+
+        Yields:
+            ``(i, image)`` with ``image`` of shape ``(1, H, W)`` uint8, or ``None``; every ``i`` once.
+        """
+        for i, (variation, seed) in enumerate(zip(variations, seeds)):
+            out = self.generate(images[i : i + 1], labels[i : i + 1], variation=int(variation), seed=int(seed))
+            yield i, out[0]
+
+
+def source_hash(image: torch.Tensor) -> str:
+    """The sha256 of one ``(1, H, W)`` uint8 image's bytes and shape (the cache's source key)."""
+    h = hashlib.sha256()
+    h.update(str(tuple(image.shape)).encode())
+    h.update(image.contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def coerce_option(
+    generator: str,
+    key: str,
+    value: Any,
+    kind: type,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    """Turn one (usually string) generator option into ``kind``, or raise a helpful error.
+
+    Args:
+        generator: the generator's name (for the message).
+        key: the option's name.
+        value: the raw value (``'0.5'``, ``0.5``, ``'true'``, ...).
+        kind: ``int``, ``float``, ``bool`` or ``str``.
+        low: inclusive lower bound for numbers.
+        high: inclusive upper bound for numbers.
+        choices: allowed values for strings.
+    """
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif text.lower() in _TRUE | _FALSE:
+                out = text.lower() in _TRUE
+            else:
+                raise ValueError
+        elif kind is int:
+            out = int(value) if isinstance(value, int) else int(text)
+        elif kind is float:
+            out = float(value) if isinstance(value, (int, float)) else float(text)
+            if out != out or out in (float("inf"), float("-inf")):
+                raise ValueError
+        else:
+            out = text
+    except ValueError:
+        raise SynthmedError(
+            f"generator {generator!r}: option {key}={value!r} is not a valid {kind.__name__}"
+        ) from None
+    if kind in (int, float) and ((low is not None and out < low) or (high is not None and out > high)):
+        bounds = " and ".join(p for p in (f">= {low}" if low is not None else "",
+                                          f"<= {high}" if high is not None else "") if p)
+        raise SynthmedError(f"generator {generator!r}: option {key}={value!r} is out of range — allowed: {bounds}")
+    if choices is not None and out not in choices:
+        raise SynthmedError(
+            f"generator {generator!r}: option {key}={value!r} is not allowed — choose one of {', '.join(choices)}"
+        )
+    return out

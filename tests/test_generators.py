@@ -1,0 +1,225 @@
+"""Generators: one contract for every registered generator (third-party ones too), then the built-ins."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from _openai_server import FakeImagesServer
+from PIL import Image
+
+from synthmed.config import Config
+from synthmed.errors import SynthmedError
+from synthmed.generators.base import Generator, source_hash
+from synthmed.plugins import get_plugin_manager, registry
+
+KEY = "sk-test-SECRET-generators"
+ALL_GENERATORS = registry("generators", get_plugin_manager()).names()  # installed third-party ones too
+CLASSES = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
+
+
+def sources(b: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Brain-ish test images: a bright disc with texture on black, shape (B, 1, H, W) uint8."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    disc = ((xx**2 + yy**2) < 0.6).float()
+    tex = torch.rand(b, 1, h, w, generator=g) * 0.5 + 0.5
+    return (disc * tex * 255).to(torch.uint8), torch.arange(b) % 4
+
+
+def make_folder(root) -> str:
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for k in range(3):
+            Image.new("L", (20, 20), color=40 * c + 10 * k).save(root / name / f"{k}.png")
+    return str(root)
+
+
+@pytest.fixture
+def build(tmp_path, pm):
+    """Build any registered generator for the contract: defaults, or what the built-ins need."""
+    servers = []
+
+    def make(name: str) -> Generator:
+        cls = registry("generators", pm).get(name)
+        if name == "folder":
+            return cls(path=make_folder(tmp_path / "pool"))
+        if name == "openai":
+            server = FakeImagesServer().__enter__()
+            servers.append(server)
+            return cls(base_url=server.url, api_key=KEY, size="64x64", concurrency=2)
+        if cls.sends_data_off_machine:
+            pytest.skip(f"{name} sends data off this machine; its contract needs a server this test cannot provide")
+        try:
+            return cls.from_config(Config(generator=name))
+        except SynthmedError as exc:
+            pytest.skip(f"{name} needs generator options to be built: {exc}")
+
+    yield make
+    for server in servers:
+        server.__exit__()
+
+
+# --- the contract, for every registered generator -------------------------------------------------
+@pytest.mark.parametrize("name", ALL_GENERATORS)
+def test_declarations(build, name):
+    gen = build(name)
+    assert gen.name == name
+    assert isinstance(gen.sends_data_off_machine, bool)
+    cost = gen.cost_per_image_usd
+    assert cost is None or (isinstance(cost, float) and math.isfinite(cost) and cost >= 0)
+    params = gen.output_params()
+    text = json.dumps(params, sort_keys=True)  # JSON-serialisable: part of the cache key, logged
+    assert KEY not in text and KEY not in repr(gen)
+    assert not any(s in k.lower() for k in params for s in ("key", "secret", "token", "password"))
+    assert isinstance(gen.batch_size, int) and gen.batch_size >= 1
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (2, 24, 40)])
+@pytest.mark.parametrize("name", ALL_GENERATORS)
+def test_generate_keeps_shape_and_dtype(build, name, shape):
+    gen = build(name)
+    gen.bind(CLASSES)
+    images, labels = sources(*shape)
+    out = gen.generate(images, labels, variation=0, seed=123)
+    assert out.dtype == torch.uint8 and tuple(out.shape) == tuple(images.shape)
+
+
+@pytest.mark.parametrize("name", ALL_GENERATORS)
+def test_iter_generate_yields_every_item_once(build, name):
+    gen = build(name)
+    gen.bind(CLASSES)
+    images, labels = sources(3)
+    images = torch.cat([images, images[:1]])  # the same source twice (two variations)
+    labels = torch.cat([labels, labels[:1]])
+    got = dict(gen.iter_generate(images, labels, variations=[0, 0, 0, 1], seeds=[1, 2, 3, 4]))
+    assert sorted(got) == [0, 1, 2, 3]
+    for image in got.values():
+        assert image is None or (image.dtype == torch.uint8 and tuple(image.shape) == (1, 32, 32))
+
+
+@pytest.mark.parametrize("name", ALL_GENERATORS)
+def test_deterministic_generators_are_reproducible_and_batch_independent(build, name):
+    gen = build(name)
+    if not gen.deterministic:
+        pytest.skip(f"{name} does not claim to be deterministic")
+    gen.bind(CLASSES)
+    images, labels = sources(4)
+    a = gen.generate(images, labels, variation=1, seed=7)
+    assert torch.equal(a, gen.generate(images, labels, variation=1, seed=7))
+    for i in range(4):  # one image's output does not depend on its batch-mates
+        assert torch.equal(a[i], gen.generate(images[i : i + 1], labels[i : i + 1], variation=1, seed=7)[0])
+    items = dict(gen.iter_generate(images, labels, variations=[1, 0, 1, 0], seeds=[7, 8, 7, 8]))
+    assert torch.equal(items[2], a[2])
+    assert torch.equal(items[1], gen.generate(images[1:2], labels[1:2], variation=0, seed=8)[0])
+
+
+# --- base class ---------------------------------------------------------------------------------------
+def test_from_config_rejects_unknown_and_missing_options():
+    with pytest.raises(SynthmedError, match=r"does not take option\(s\) 'alhpa'.*accepted: alpha, sigma"):
+        registry("generators", get_plugin_manager()).get("elastic").from_config(Config(generator_options="alhpa=1"))
+    with pytest.raises(SynthmedError, match=r"needs option\(s\) path"):
+        registry("generators", get_plugin_manager()).get("folder").from_config(Config(generator="folder"))
+
+
+def test_source_hash_covers_bytes_and_shape():
+    a = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    assert source_hash(a) == source_hash(a.clone())
+    assert source_hash(a) != source_hash(torch.zeros(1, 2, 8, dtype=torch.uint8))
+    b = a.clone()
+    b[0, 0, 0] = 1
+    assert source_hash(a) != source_hash(b)
+
+
+# --- elastic ----------------------------------------------------------------------------------------
+def elastic(**options):
+    return registry("generators", get_plugin_manager()).get("elastic")(**options)
+
+
+def test_elastic_is_the_local_free_default():
+    gen = registry("generators", get_plugin_manager()).get(Config().generator).from_config(Config())
+    assert gen.name == "elastic" and not gen.sends_data_off_machine and gen.cost_per_image_usd is None
+
+
+def test_elastic_varies_with_variation_and_seed_but_keeps_the_image():
+    images, labels = sources(2, 64, 64)
+    gen = elastic()
+    v0 = gen.generate(images, labels, variation=0, seed=1)
+    assert not torch.equal(v0, gen.generate(images, labels, variation=1, seed=1))
+    assert not torch.equal(v0, gen.generate(images, labels, variation=0, seed=2))
+    assert not torch.equal(v0, images)
+    diff = (v0.float() - images.float()).abs().mean() / images.float().mean()
+    assert diff < 0.6  # a variation, not noise
+
+
+def test_elastic_with_zero_strength_is_the_identity_and_black_stays_black():
+    images, labels = sources(2)
+    assert torch.equal(elastic(alpha=0, gamma=0, gain=0).generate(images, labels, variation=3, seed=3), images)
+    black = torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+    assert elastic().generate(black, labels, variation=0, seed=0).max() == 0
+
+
+@pytest.mark.parametrize("option, value", [("alpha", "abc"), ("alpha", "-0.1"), ("sigma", "0"), ("gain", "nan")])
+def test_elastic_rejects_bad_options(option, value):
+    with pytest.raises(SynthmedError, match=f"elastic.*{option}="):
+        elastic(**{option: value})
+
+
+def test_elastic_coerces_string_options_and_keys_on_them():
+    a, b = elastic(alpha="0.05"), elastic(alpha=0.05)
+    assert a.output_params() == b.output_params() and a.alpha == 0.05
+    assert elastic().output_params() != a.output_params()
+
+
+# --- folder -----------------------------------------------------------------------------------------
+def folder(path):
+    return registry("generators", get_plugin_manager()).get("folder")(path=str(path))
+
+
+def test_folder_layout_a_replays_variations_of_that_exact_source(tmp_path):
+    images, labels = sources(2)
+    own = tmp_path / source_hash(images[0])
+    own.mkdir()
+    Image.new("RGB", (50, 70), color=(200, 200, 200)).save(own / "b.png")  # any size and mode
+    Image.new("L", (32, 32), color=7).save(own / "a.png")
+    make_folder(tmp_path)  # images[1] falls back to its class folder
+    gen = folder(tmp_path)
+    gen.bind(CLASSES)
+    assert gen.generate(images[:1], labels[:1], variation=0, seed=0).unique().tolist() == [7]  # a.png
+    assert gen.generate(images[:1], labels[:1], variation=1, seed=0).unique().tolist() == [200]  # b.png
+    with pytest.raises(SynthmedError, match="holds 2 variation"):
+        gen.generate(images[:1], labels[:1], variation=2, seed=0)
+
+
+def test_folder_layout_b_picks_distinct_files_per_variation(tmp_path):
+    make_folder(tmp_path)
+    images, labels = sources(1)
+    gen = folder(tmp_path)
+    gen.bind(CLASSES)
+    values = {int(gen.generate(images, labels, variation=v, seed=0).unique()) for v in range(3)}
+    assert values == {0, 10, 20}  # class 0's three files, each once
+
+
+def test_folder_by_label_index_and_missing_class_message(tmp_path):
+    (tmp_path / "0").mkdir()
+    Image.new("L", (8, 8), color=5).save(tmp_path / "0" / "x.png")
+    images, labels = sources(2)  # labels 0, 1
+    gen = folder(tmp_path)
+    gen.bind(CLASSES)
+    assert int(gen.generate(images[:1], labels[:1], variation=0, seed=0).unique()) == 5
+    with pytest.raises(SynthmedError, match="label 1, class 'Moderate_Demented'"):
+        gen.generate(images[1:], labels[1:], variation=0, seed=0)
+
+
+def test_folder_key_changes_when_the_folder_changes(tmp_path):
+    make_folder(tmp_path)
+    before = folder(tmp_path).output_params()
+    Image.new("L", (8, 8)).save(tmp_path / "Mild_Demented" / "new.png")
+    assert folder(tmp_path).output_params() != before
+
+
+def test_folder_rejects_a_missing_path(tmp_path):
+    with pytest.raises(SynthmedError, match="is not a folder"):
+        folder(tmp_path / "nope")
