@@ -86,7 +86,7 @@ def test_end_to_end_real_data_cnn(mlflow_uri, real_data_dir):
     # artifacts
     names = {a.path for a in client.list_artifacts(res.run_id)}
     assert {"config.yaml", "confusion_matrix.png", "augmented_training_images.png",
-            "per_class_metrics.csv", "confusion_matrix.csv", "data", "weights", "gradcam"} <= names
+            "per_class_metrics.csv", "confusion_matrix.csv", "data", "gradcam"} <= names
     logged = Config.from_yaml(mlflow.artifacts.download_artifacts(run_id=res.run_id, artifact_path="config.yaml"))
     assert logged == cfg
     # the registered model: loaded back, predicts a batch of 3

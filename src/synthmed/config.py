@@ -69,6 +69,7 @@ class Config:
     experiment: str = _f("synthmed", "MLflow experiment name")
     register: str | None = _f("default", "registered model name; 'default' = synthmed-<dataset>-<model>; 'none' = skip")
     gradcam: bool = _f(True, "log a Grad-CAM panel and agreement metrics with every run")
+    log_model: bool = _f(True, "log the trained model to MLflow (needed to register it; sweeps turn it off)")
     quiet: bool = _f(False, "no progress bars")
 
     def __post_init__(self) -> None:

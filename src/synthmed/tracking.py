@@ -6,10 +6,8 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import traceback
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from synthmed.config import Config, parse_options
@@ -142,11 +140,6 @@ class RunLogger:
         name = config.registered_model_name
         info = mlflow.pytorch.log_model(cpu_model, name=MODEL_ARTIFACT, input_example=example,
                                         registered_model_name=name)
-        # weights alone too: Grad-CAM rebuilds an nn.Module from the factory + these (no pickle)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "state_dict.pt"
-            torch.save(cpu_model.state_dict(), path)
-            mlflow.log_artifact(str(path), "weights")
         version = None
         if name:
             version = str(info.registered_model_version)

@@ -34,7 +34,7 @@ class TrainResult:
     Attributes:
         run_id: the MLflow run.
         metrics: final metrics (``test_cross_entropy``, ``test_accuracy``, ...).
-        model_uri: ``runs:/<run_id>/model``.
+        model_uri: the logged model's URI (``models:/m-...``; ``None`` with ``log_model=False``).
         registered_version: version in the model registry, or ``None`` when not registered.
     """
 
@@ -195,6 +195,10 @@ def train(
     # Resolve every plugin first: a typo fails before minutes of data loading.
     factory = registry("models", pm).get(config.model)()
     policy = registry("policies", pm).get(config.policy).from_config(config)
+    if config.gradcam:  # the panel generates variations: refuse an external generator now, not after training
+        from synthmed.policies.synthetic import check_external
+
+        check_external(registry("generators", pm).get(config.generator), config)
     splits = splits if splits is not None else load_splits(config, pm)
     device = resolve_device(config)
 
@@ -218,5 +222,5 @@ def train(
 
         if config.gradcam:
             metrics.update(logger.log_gradcam(model, factory, splits, real, config, device, pm))
-        model_uri, version = logger.log_model(model, splits, config)
+        model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
         return TrainResult(logger.run_id, metrics, model_uri, version)
