@@ -37,6 +37,13 @@ def test_bool_options_take_values_like_mlproject():
     assert build_config(None, {"quiet": "false"}).quiet is False
 
 
+def test_empty_optional_values_from_mlproject_mean_unset():
+    cfg = build_config(None, {"synth_frac": "", "data_dir": "", "generator_options": ""})
+    assert cfg.synth_frac is None and cfg.data_dir is None and cfg.generator_options is None
+    result = CliRunner().invoke(main, ["train", "--synth-frac", "", "--real-frac", "2"])
+    assert "real_frac=2.0 is out of range" in result.output  # parsed past the empty synth_frac
+
+
 def test_config_file_then_options(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("real_frac: 0.3\nepochs: 7\n")

@@ -59,8 +59,9 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         elif "choices" in f.metadata:
             func = click.option(flag, f.name, type=click.Choice(f.metadata["choices"]), default=None, help=help_text)(func)
         else:
-            func = click.option(flag, f.name, type={int: int, float: float}.get(base, str), default=None,
-                                help=help_text)(func)
+            # optional numbers stay strings: '' (MLproject's "not set") must reach Config as None
+            kind = str if len(args) < len(typing.get_args(tp)) else {int: int, float: float}.get(base, str)
+            func = click.option(flag, f.name, type=kind, default=None, help=help_text)(func)
     return func
 
 
