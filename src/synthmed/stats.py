@@ -150,7 +150,7 @@ def summary_table(results: pd.DataFrame, *, metrics: Sequence[str] = METRICS) ->
                 for key, value in summarize(group[metric].dropna()).items():
                     row[f"{metric}.{key}"] = value
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else [*CELL, "n"])
 
 
 def pairs_table(
@@ -188,12 +188,14 @@ def pairs_table(
                 diff = paired_difference(pair[metric], pair[f"{metric}.base"])
                 row.update({f"{metric}.{k}": v for k, v in diff.items()})
             rows.append(row)
-    return pd.DataFrame(rows)
+    rows.sort(key=lambda r: r["kind"] != "policy")  # policy comparisons first (stable otherwise)
+    columns = ["model", "kind", "policy", "baseline_policy", "real_frac", "baseline_frac", "name"]
+    return pd.DataFrame(rows, columns=None if rows else columns)
 
 
 def frac_label(frac: float) -> str:
-    """The canonical text of a real fraction in tags and metric names (``0.3``, ``1.0``)."""
-    return repr(float(frac))
+    """The text of a real fraction in tags and metric names (``0.3``, ``1``), as ``train`` tags runs."""
+    return f"{float(frac):g}"
 
 
 def cell_prefix(model: str, policy: str, frac: float) -> str:
@@ -202,7 +204,7 @@ def cell_prefix(model: str, policy: str, frac: float) -> str:
 
 
 def pair_name(model: str, policy: str, frac: float, base_policy: str, base_frac: float) -> str:
-    """Metric-name prefix of a pair: ``cnn.synthetic_vs_none.0.3`` or ``cnn.none.0.3_vs_1.0``."""
+    """Metric-name prefix of a pair: ``cnn.synthetic_vs_none.0.3`` or ``cnn.none.0.3_vs_1``."""
     if policy != base_policy:
         return f"{model}.{policy}_vs_{base_policy}.{frac_label(frac)}"
     return f"{model}.{policy}.{frac_label(frac)}_vs_{frac_label(base_frac)}"

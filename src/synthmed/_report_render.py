@@ -1,0 +1,173 @@
+"""Figures (matplotlib Agg) and the Markdown/HTML report of a sweep (used by :mod:`synthmed.report`)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from synthmed.report import SweepData
+
+HEADLINE = "test_cross_entropy"
+DEFINITIONS = (
+    "Each cell is one (model, policy, real fraction); each simulation *i* uses the same seed in every "
+    "cell, so every policy at a real fraction trains on the same stratified real sample (paired design). "
+    "*median [95% CI]*: median over simulations with a percentile bootstrap interval (2000 resamples). "
+    "*IQR*: interquartile range. *mean ± std*: std with ddof=1. *Paired difference*: median of "
+    "(configuration − baseline) over the simulations both finished, with a bootstrap CI; *p*: two-sided "
+    "Wilcoxon signed-rank test (1 when all differences are zero, empty with fewer than two pairs). "
+    "Lower cross-entropy is better."
+)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def distribution_figure(results: pd.DataFrame, model: str, policies: list[str], fracs: list[float]) -> Figure:
+    """Test cross-entropy per policy at each real fraction: points over box plots (thesis Fig. 7.2)."""
+    import numpy as np
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(fracs), figsize=(1.2 + 0.9 * len(policies) * len(fracs), 4.2),
+                             sharey=True, squeeze=False)
+    rng = np.random.default_rng(0)
+    colors = plt.get_cmap("tab10")
+    for ax, frac in zip(axes[0], fracs):
+        cell = results[(results.model == model) & (results.real_frac == frac)]
+        values = [cell[cell.policy == p][HEADLINE].dropna().to_numpy() for p in policies]
+        positions = np.arange(1, len(policies) + 1)
+        kept = [(pos, v) for pos, v in zip(positions, values) if len(v)]
+        if kept:
+            ax.boxplot([v for _, v in kept], positions=[p for p, _ in kept], widths=0.6, showfliers=False,
+                       medianprops={"color": "black"})
+        for j, (pos, v) in enumerate(zip(positions, values)):
+            ax.scatter(pos + rng.uniform(-0.18, 0.18, len(v)), v, s=10, alpha=0.6, color=colors(j % 10), zorder=3)
+        ax.set_xticks(positions, policies, rotation=30, ha="right")
+        ax.set_title(f"real fraction {frac:g}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("test cross-entropy")
+    fig.suptitle(f"{model}: test cross-entropy per simulation")
+    fig.tight_layout()
+    return fig
+
+
+def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Figure:
+    """Median test cross-entropy against real fraction per policy, with 95% CI bands (Fig. 7.1 extended)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.get_cmap("tab10")
+    for j, policy in enumerate(policies):
+        rows = summary[(summary.model == model) & (summary.policy == policy)].sort_values("real_frac")
+        if rows.empty:
+            continue
+        x = rows.real_frac.to_numpy()
+        ax.plot(x, rows[f"{HEADLINE}.median"], marker="o", color=colors(j % 10), label=policy)
+        ax.fill_between(x, rows[f"{HEADLINE}.ci_low"], rows[f"{HEADLINE}.ci_high"], color=colors(j % 10), alpha=0.18)
+    ax.set_xlabel("real fraction of the training images")
+    ax.set_ylabel("median test cross-entropy (95% CI)")
+    ax.set_title(f"{model}: median test cross-entropy")
+    ax.grid(alpha=0.3)
+    ax.legend(title="policy")
+    fig.tight_layout()
+    return fig
+
+
+# --- tables as text --------------------------------------------------------------------------------
+def _num(v: Any, digits: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _with_ci(row: dict[str, Any], key: str, center: str = "median") -> str:
+    if key + f".{center}" not in row or _num(row[f"{key}.{center}"]) == "":
+        return ""
+    return f"{_num(row[f'{key}.{center}'])} [{_num(row[f'{key}.ci_low'])}, {_num(row[f'{key}.ci_high'])}]"
+
+
+def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "policy", "real fraction", "n", "cross-entropy median [95% CI]", "IQR", "mean ± std",
+            "accuracy median [95% CI]", "macro-F1 median [95% CI]"]
+    body = [[r["model"], r["policy"], f"{r['real_frac']:g}", str(r["n"]), _with_ci(r, HEADLINE),
+             _num(r.get(f"{HEADLINE}.iqr")), f"{_num(r.get(f'{HEADLINE}.mean'))} ± {_num(r.get(f'{HEADLINE}.std'))}",
+             _with_ci(r, "test_accuracy"), _with_ci(r, "test_macro_f1")] for r in summary.to_dict("records")]
+    return head, body
+
+
+def pair_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    head = ["comparison", "n", "Δ cross-entropy median [95% CI]", "p", "Δ accuracy [95% CI]", "p",
+            "Δ macro-F1 [95% CI]", "p"]
+    body = []
+    for r in pairs.to_dict("records"):
+        what = (f"{r['model']} {r['policy']} vs {r['baseline_policy']} at {r['real_frac']:g}" if r["kind"] == "policy"
+                else f"{r['model']} {r['policy']}: {r['real_frac']:g} vs {r['baseline_frac']:g}")
+        cells = [what, str(int(r.get(f"{HEADLINE}.n", 0)))]
+        for metric in (HEADLINE, "test_accuracy", "test_macro_f1"):
+            cells += [_with_ci(r, metric, "median_diff"), _num(r.get(f"{metric}.p_value"), 4)]
+        body.append(cells)
+    return head, body
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body])
+
+
+def _html_table(head: list[str], body: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+# --- the report ------------------------------------------------------------------------------------
+def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd.DataFrame) -> list[Path]:
+    """Write ``summary.csv``, ``pairs.csv``, ``figures/*.png``, ``report.md`` and ``report.html``."""
+    plt = _plt()
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    summary.to_csv(folder / "summary.csv", index=False)
+    pairs.to_csv(folder / "pairs.csv", index=False)
+    figures: list[tuple[str, Path]] = []
+    for model in data.models:
+        dist = distribution_figure(data.results, model, data.policies, data.real_fracs)
+        for name, fig in ((f"distribution_{model}.png", dist),
+                          (f"median_vs_real_frac_{model}.png", median_figure(summary, model, data.policies))):
+            fig.savefig(folder / "figures" / name, dpi=120)
+            plt.close(fig)
+            figures.append((name, folder / "figures" / name))
+    run = data.parent.info
+    total = len(data.models) * len(data.policies) * len(data.real_fracs) * data.simulations
+    intro = (f"Sweep `{data.sweep_id}` (parent run `{run.run_id}`): models {', '.join(data.models)}; policies "
+             f"{', '.join(data.policies)}; real fractions {', '.join(f'{f:g}' for f in data.real_fracs)}; "
+             f"{data.simulations} simulations per cell. {len(data.results)} of {total} simulations finished"
+             + (f", {data.failed} missing (failed or not run: rerun the same command to retry them)."
+                if data.failed else "."))
+    tables = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
+    md = [f"# Sweep {data.sweep_id}", intro, DEFINITIONS]
+    doc = [f"<h1>Sweep {html.escape(data.sweep_id)}</h1>", f"<p>{html.escape(intro)}</p>",
+           f"<p>{html.escape(DEFINITIONS)}</p>"]
+    for title, (head, body) in tables:
+        md += [f"## {title}", _md_table(head, body)]
+        doc += [f"<h2>{title}</h2>", _html_table(head, body)]
+    md.append("## Figures")
+    doc.append("<h2>Figures</h2>")
+    for name, path in figures:
+        md.append(f"![{name}](figures/{name})")
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        doc.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{encoded}"></p>')
+    (folder / "report.md").write_text("\n\n".join(md) + "\n")
+    style = ("body{font-family:sans-serif;max-width:75em;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right}img{max-width:100%}")
+    (folder / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {data.sweep_id}"
+                                        f"</title><style>{style}</style></head><body>{''.join(doc)}</body></html>\n")
+    return [folder / "summary.csv", folder / "pairs.csv", *(p for _, p in figures), folder / "report.md",
+            folder / "report.html"]
