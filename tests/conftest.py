@@ -53,6 +53,8 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
     """A real MLflow sqlite store (and artifact root) in a tmp dir, made the tracking URI."""
     import mlflow
 
+    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)  # mlflow.set_experiment exports the id to os.environ
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
@@ -63,6 +65,8 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(var, None)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import synthmed.cli  # noqa: F401  (first: synthmed._cli_sweep imports its optio
 from synthmed._cli_sweep import report_command, sweep_command
 from synthmed.config import Config
 from synthmed.report import load_sweep, publish
-from synthmed.sweep import sweep
+from synthmed.sweeps import sweep
 from test_sweep import FakeTrain  # tests/ is on sys.path (pytest rootdir conftest)
 
 FIGURES = {"distribution_cnn.png", "median_vs_real_frac_cnn.png"}

@@ -9,7 +9,7 @@ import pytest
 
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
-from synthmed.sweep import SweepSpec, simulation_seed, sweep
+from synthmed.sweeps import SweepSpec, simulation_seed, sweep
 from synthmed.training import TrainResult
 
 BASE = Config(image_size=32, epochs=1, batch_size=16, device="cpu", experiment="sweeps", quiet=True)

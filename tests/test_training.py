@@ -94,7 +94,7 @@ def test_end_to_end_real_data_cnn(mlflow_uri, real_data_dir):
     assert res.registered_version == "1"
     version = client.get_model_version(name, "1")
     assert version.tags["policy"] == "basic" and version.tags["real_frac"] == "0.1"
-    assert client.get_model_version_by_alias(name, "newest").version == "1"
+    assert str(client.get_model_version_by_alias(name, "newest").version) == "1"
     model = mlflow.pytorch.load_model(f"models:/{name}/1")
     x = torch.rand(3, 1, 128, 128)
     assert model(x).shape == (3, 4)

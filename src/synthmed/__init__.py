@@ -20,6 +20,8 @@ __all__ = [
     "Dataset",
     "Generator",
     "ModelFactory",
+    "SweepResult",
+    "SweepSpec",
     "SynthmedError",
     "TrainResult",
     "__version__",
@@ -38,7 +40,9 @@ _LAZY = {
     "ModelFactory": ("synthmed.models.base", "ModelFactory"),
     "TrainResult": ("synthmed.training", "TrainResult"),
     "train": ("synthmed.training", "train"),
-    "sweep": ("synthmed.sweep", "sweep"),
+    "sweep": ("synthmed.sweeps", "sweep"),
+    "SweepResult": ("synthmed.sweeps", "SweepResult"),
+    "SweepSpec": ("synthmed.sweeps", "SweepSpec"),
     "gradcam": ("synthmed.gradcam", "gradcam"),
 }
 
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
     from synthmed.gradcam import gradcam
     from synthmed.models.base import ModelFactory
     from synthmed.policies.base import AugmentationPolicy
-    from synthmed.sweep import sweep
+    from synthmed.sweeps import SweepResult, SweepSpec, sweep
     from synthmed.training import TrainResult, train
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from synthmed.cli import build_config, config_options
+from synthmed._cli_options import BOOL, build_config, config_options
 from synthmed.errors import SynthmedError
 
 # Config fields the sweep sets per child run: they have list options (or none) here instead.
@@ -14,7 +14,6 @@ _SWEPT = {"model": "--models", "policy": "--policies", "real_frac": "--real-frac
           "register": None}
 # Config fields that default to on for one run but off in a sweep (costly, not summarised).
 _OFF_IN_SWEEPS = {"gradcam": "log a Grad-CAM panel", "log_model": "log the trained model"}
-_BOOL = click.Choice(["true", "false", "1", "0", "yes", "no"], case_sensitive=False)
 
 
 def _sweep_config_options(func: Any) -> Any:
@@ -46,7 +45,7 @@ def _is_true(value: str | None) -> bool:
 @click.option("--address", default=None, help="Ray cluster address ('auto' joins a running one; default: a local Ray).")
 @click.option("--gpus-per-task", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPU share of each Ray task (0.25 = four simulations per GPU).")
-@click.option("--fail-fast", type=_BOOL, is_flag=False, flag_value="true", default="false",
+@click.option("--fail-fast", type=BOOL, is_flag=False, flag_value="true", default="false",
               help="Stop at the first failed simulation (default: record it and go on).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any Config field, e.g. --set val_frac=0.1 (repeatable).")
@@ -61,7 +60,7 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
     Rerunning the same command resumes: finished simulations are found in MLflow and skipped.
     """
     from synthmed._executors import SweepError
-    from synthmed.sweep import sweep
+    from synthmed.sweeps import sweep
 
     for item in settings:
         key, sep, value = item.partition("=")

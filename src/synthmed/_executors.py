@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from synthmed.data.base import Splits
-    from synthmed.sweep import Task
+    from synthmed.sweeps import Task
 
 _SPLITS: Splits | None = None  # the dataset of a worker process, loaded once by _init_worker
 
@@ -67,7 +67,7 @@ def _record_failure(task: Task, parent_run_id: str, exc: BaseException, error: s
     """The FAILED child run of this attempt: train's own (it records errors), or a new one."""
     import mlflow
 
-    from synthmed.sweep import TAG_CELL, TAG_ID, TAG_SIMULATION
+    from synthmed.sweeps import TAG_CELL, TAG_ID, TAG_SIMULATION
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id

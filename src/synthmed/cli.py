@@ -7,13 +7,11 @@
 from __future__ import annotations
 
 import sys
-import typing
-from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from synthmed.config import Config
+from synthmed._cli_options import build_config, config_options
 from synthmed.errors import SynthmedError
 
 
@@ -38,48 +36,6 @@ class _Group(click.Group):
 @click.version_option(package_name="synthmed")
 def main() -> None:
     """Can synthetic images stand in for real medical scans? Experiments tracked in MLflow."""
-
-
-def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one ``--option`` per Config field (default ``None`` = "not given")."""
-    hints = typing.get_type_hints(Config)
-    for f in reversed(fields(Config)):
-        tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        base = args[0] if args else tp
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} [default: {f.default}]"
-        if base is bool:
-            # `--quiet` alone means true; `--quiet false` (MLproject passes values) and `--no-quiet` work too
-            decl = [flag] + (["-q"] if f.name == "quiet" else [])
-            func = click.option(f"--no-{flag[2:]}", f"no_{f.name}", is_flag=True, default=False,
-                                help=f"same as {flag} false")(func)
-            func = click.option(*decl, f.name, type=_BOOL, is_flag=False, flag_value="true", default=None,
-                                help=help_text)(func)
-        elif "choices" in f.metadata:
-            func = click.option(flag, f.name, type=click.Choice(f.metadata["choices"]), default=None, help=help_text)(func)
-        else:
-            # optional numbers stay strings: '' (MLproject's "not set") must reach Config as None
-            kind = str if len(args) < len(typing.get_args(tp)) else {int: int, float: float}.get(base, str)
-            func = click.option(flag, f.name, type=kind, default=None, help=help_text)(func)
-    return func
-
-
-_BOOL = click.Choice(["true", "false", "1", "0", "yes", "no"], case_sensitive=False)
-
-
-def build_config(config_file: str | None, given: dict[str, Any]) -> Config:
-    """Config from an optional YAML file, then the options the user actually gave."""
-    given = dict(given)
-    for key in [k for k in given if k.startswith("no_")]:
-        if given.pop(key):
-            if given.get(key[3:]) not in (None, "false", "0", "no"):
-                raise click.UsageError(f"--{key[3:].replace('_', '-')} and --{key.replace('_', '-')} contradict each other")
-            given[key[3:]] = "false"
-    overrides = {k: v for k, v in given.items() if v is not None}
-    if config_file:
-        return Config.from_yaml(config_file, **overrides)
-    return Config.from_mapping(overrides)
 
 
 @main.command()

@@ -138,8 +138,10 @@ class RunLogger:
         cpu_model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
         example = to_input(splits.test.images[:2]).numpy()  # (2, 1, H, W) float32
         name = config.registered_model_name
+        # explicit requirements: inferring them costs a subprocess and seconds per run
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
         info = mlflow.pytorch.log_model(cpu_model, name=MODEL_ARTIFACT, input_example=example,
-                                        registered_model_name=name)
+                                        registered_model_name=name, pip_requirements=requirements)
         version = None
         if name:
             version = str(info.registered_model_version)

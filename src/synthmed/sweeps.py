@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import types
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -288,13 +286,3 @@ def _finished(client: Any, parent_id: str, sweep_id: str) -> set[tuple[str, int]
             client.set_tag(run.info.run_id, "synthmed.error", "interrupted: the sweep stopped before this run ended")
             client.set_terminated(run.info.run_id, "KILLED")
     return done
-
-
-# The function and its module share a name: once `import synthmed.sweep` has run, the package
-# attribute `synthmed.sweep` is this module, so the module must be callable like the function.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
