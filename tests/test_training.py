@@ -77,6 +77,9 @@ def test_end_to_end_real_data_cnn(mlflow_uri, real_data_dir):
     # tags
     assert tags["synthmed.version"]
     assert len(tags["synthmed.dataset_fingerprint"]) == 16
+    from synthmed.tracking import git_commit
+
+    assert tags.get("synthmed.git_commit") == git_commit()  # the source's commit, not the cwd's
     # metrics: per epoch and final
     assert len(client.get_metric_history(res.run_id, "train_loss")) == 1
     for key in ("test_cross_entropy", "test_accuracy", "test_balanced_accuracy", "test_macro_f1",

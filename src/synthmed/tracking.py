@@ -38,9 +38,10 @@ def redacted(config: Config) -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
-    """The commit of the working directory's git repo, if any."""
+    """The commit of the synthmed source being run, when it is a git checkout (editable install)."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
