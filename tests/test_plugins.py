@@ -149,3 +149,18 @@ def test_every_hook_has_a_test(hook):
     tests = Path(__file__).parent
     uses = [p for p in tests.glob("test_*.py") if re.search(rf'registry\("{kind}"', p.read_text())]
     assert len(uses) >= 2, f"hook {hook}: no contract test besides test_plugins.py uses registry('{kind}')"
+
+
+def test_public_api_is_stable_whatever_was_imported_first():
+    import subprocess
+    import sys
+
+    code = (
+        "import synthmed\n"
+        "a = (synthmed.sweep, synthmed.train, synthmed.gradcam.gradcam, synthmed.SweepSpec)\n"
+        "import synthmed.sweeps, synthmed.training, synthmed.gradcam\n"
+        "b = (synthmed.sweep, synthmed.train, synthmed.gradcam.gradcam, synthmed.SweepSpec)\n"
+        "assert a == b and all(callable(f) for f in a), (a, b)\n"
+        "assert all(hasattr(synthmed, n) for n in synthmed.__all__)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

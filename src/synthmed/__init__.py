@@ -43,13 +43,11 @@ _LAZY = {
     "sweep": ("synthmed.sweeps", "sweep"),
     "SweepResult": ("synthmed.sweeps", "SweepResult"),
     "SweepSpec": ("synthmed.sweeps", "SweepSpec"),
-    "gradcam": ("synthmed.gradcam", "gradcam"),
 }
 
 if TYPE_CHECKING:
     from synthmed.data.base import Dataset
     from synthmed.generators.base import Generator
-    from synthmed.gradcam import gradcam
     from synthmed.models.base import ModelFactory
     from synthmed.policies.base import AugmentationPolicy
     from synthmed.sweeps import SweepResult, SweepSpec, sweep
@@ -57,6 +55,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "gradcam":  # the module (``synthmed.gradcam.gradcam(...)``); it shares its name with the function
+        import importlib
+
+        return importlib.import_module("synthmed.gradcam")
     if name in _LAZY:
         import importlib
 
