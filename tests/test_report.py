@@ -157,3 +157,11 @@ def test_real_sweep_interrupted_resumed_and_reported(mlflow_uri, real_data_dir, 
     assert {p.name for p in out.iterdir()} >= {"report.md", "report.html", "summary.csv", "pairs.csv", "figures"}
     assert "| cnn | synthetic | 0.3 | 3 |" in Path(out / "report.md").read_text()
     assert _artifacts(parent.info.run_id) >= {"report/report.html", *(f"report/figures/{f}" for f in FIGURES)}
+
+
+def test_tiny_p_values_are_not_printed_as_zero():
+    from synthmed._report_render import _p_value
+
+    assert _p_value(3e-7) == "< 0.0001"
+    assert _p_value(0.0123) == "0.0123"
+    assert _p_value(float("nan")) == "" and _p_value(None) == ""

@@ -89,6 +89,12 @@ def _num(v: Any, digits: int = 4) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _p_value(v: Any) -> str:
+    """p-values below 0.0001 read as such, not as a misleading 0.0000."""
+    text = _num(v, 4)
+    return "< 0.0001" if text and float(v) < 1e-4 else text
+
+
 def _with_ci(row: dict[str, Any], key: str, center: str = "median") -> str:
     if key + f".{center}" not in row or _num(row[f"{key}.{center}"]) == "":
         return ""
@@ -113,7 +119,7 @@ def pair_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                 else f"{r['model']} {r['policy']}: {r['real_frac']:g} vs {r['baseline_frac']:g}")
         cells = [what, str(int(r.get(f"{HEADLINE}.n", 0)))]
         for metric in (HEADLINE, "test_accuracy", "test_macro_f1"):
-            cells += [_with_ci(r, metric, "median_diff"), _num(r.get(f"{metric}.p_value"), 4)]
+            cells += [_with_ci(r, metric, "median_diff"), _p_value(r.get(f"{metric}.p_value"))]
         body.append(cells)
     return head, body
 
