@@ -36,3 +36,27 @@ def test_mlflow_run_main_logs_into_its_run(tmp_path, mlflow_uri, real_data_dir):
     assert run.data.params["lr"] == "1e-3"  # the launcher's spelling is kept; no 'changed param' error
     assert "test_cross_entropy" in run.data.metrics
     assert mlflow.MlflowClient().get_model_version_by_alias("synthmed-alzheimer_mri-cnn", "newest")
+
+    # the gradcam entry point on the model that run registered, logging into its own mlflow-run run
+    out = mlflow_run(tmp_path, mlflow_uri, "model_uri=models:/synthmed-alzheimer_mri-cnn/1", "pairs=2",
+                     "quiet=true", entry="gradcam", extra_env={"SYNTHMED_DATA_DIR": str(real_data_dir)})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["mlflow-run"], output_format="list",
+                              filter_string="tags.`mlflow.project.entryPoint` = 'gradcam'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "gradcam_test_agreement_pearson" in runs[0].data.metrics
+    artifacts = mlflow.artifacts.list_artifacts(run_id=runs[0].info.run_id, artifact_path="gradcam/test")
+    assert {a.path.rsplit("/", 1)[-1] for a in artifacts} >= {"Moderate_Demented.png", "Non_Demented.png"}
+
+
+@pytest.mark.slow
+def test_mlflow_run_sweep_entry_point(tmp_path, mlflow_uri, real_data_dir):
+    out = mlflow_run(tmp_path, mlflow_uri, "policies=none,basic", "real_fracs=0.5", "simulations=2", "epochs=1",
+                     "image_size=32", "quiet=true", f"data_dir={real_data_dir}", entry="sweep")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["mlflow-run"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and parents[0].data.tags["synthmed.sweep"] == "1"
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert "cnn.basic_vs_none.0.5.test_cross_entropy.median_diff" in parents[0].data.metrics

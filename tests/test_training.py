@@ -103,3 +103,13 @@ def test_end_to_end_real_data_cnn(mlflow_uri, real_data_dir):
     assert model(x).shape == (3, 4)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@newest")
     assert np.asarray(pyfunc.predict(x.numpy())).shape == (3, 4)
+
+
+def test_the_logged_config_rebuilds_the_run(mlflow_uri, tiny_splits):
+    from synthmed.tracking import load_run_config
+
+    cfg = Config(**FAST, generator_options="size=64,api_key=sk-secret")
+    res = train(cfg, splits=tiny_splits)
+    params = mlflow.get_run(res.run_id).data.params
+    assert params["generator_options"] == "size=64,api_key=***"
+    assert load_run_config(res.run_id) == cfg.replace(generator_options="size=64")  # secret dropped, rest exact

@@ -73,6 +73,8 @@ class Config:
     quiet: bool = _f(False, "no progress bars")
 
     def __post_init__(self) -> None:
+        if isinstance(self.register, str) and self.register.strip().lower() in ("", "none", "false"):
+            object.__setattr__(self, "register", None)  # one spelling for "do not register"
         for f in fields(self):
             _check_field(f, getattr(self, f.name))
         if self.patience and not self.val_frac:
@@ -129,7 +131,7 @@ class Config:
 
     @property
     def registered_model_name(self) -> str | None:
-        if self.register is None or self.register.lower() in ("none", "", "false"):
+        if self.register is None:
             return None
         if self.register == "default":
             return f"synthmed-{self.dataset}-{self.model}"

@@ -160,23 +160,16 @@ def load_logged_model(model_uri: str) -> tuple[Any, Config, str]:
     if "model" not in params or "dataset" not in params:
         raise SynthmedError(f"run {info.run_id} of {model_uri!r} has no 'model'/'dataset' params: "
                             "not a synthmed training run")
-    return mlflow.pytorch.load_model(model_uri, map_location="cpu"), run_config(params), info.run_id
+    from synthmed.tracking import load_run_config
+
+    return mlflow.pytorch.load_model(model_uri, map_location="cpu"), load_run_config(info.run_id), info.run_id
 
 
 def run_config(params: dict[str, str]) -> Config:
-    """A run's :class:`Config` from its logged params (other params ignored).
+    """A run's :class:`Config` from its logged params (see :func:`synthmed.tracking.config_from_logged`)."""
+    from synthmed.tracking import config_from_logged
 
-    Generator options logged masked (``api_key=***``) are dropped: the generator then reads
-    them from its environment, as it would have.
-    """
-    from synthmed.config import Config
-
-    fields = set(Config.field_names())
-    values = {k: v for k, v in params.items() if k in fields}
-    if values.get("generator_options"):
-        values["generator_options"] = ",".join(
-            p for p in values["generator_options"].split(",") if not p.strip().endswith("=***"))
-    return Config.from_mapping(values)
+    return config_from_logged(params)
 
 
 def _as_module(loaded: Any, factory: ModelFactory, num_classes: int, config: Config) -> nn.Module:

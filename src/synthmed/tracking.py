@@ -37,6 +37,36 @@ def redacted(config: Config) -> dict[str, Any]:
     return values
 
 
+def config_from_logged(values: dict[str, Any]) -> Config:
+    """A :class:`Config` from logged values (``config.yaml`` or params); other keys are ignored.
+
+    Generator options logged masked (``api_key=***``) are dropped: the generator then reads them
+    from its environment, as it would have.
+    """
+    fields = set(Config.field_names())
+    values = {k: v for k, v in values.items() if k in fields}
+    if values.get("generator_options"):
+        values["generator_options"] = ",".join(
+            p for p in str(values["generator_options"]).split(",") if not p.strip().endswith("=***"))
+    return Config.from_mapping(values)
+
+
+def load_run_config(run_id: str) -> Config:
+    """The config a run was trained with: its ``config.yaml`` artifact (the canonical record).
+
+    Params are the fallback only: under ``mlflow run`` they keep the launcher's shell-quoted
+    spellings (``data_dir=''``), which are not config values.
+    """
+    import mlflow
+    import yaml
+
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
+    except Exception:  # noqa: BLE001 - any failure to fetch falls back to the params, which always exist
+        return config_from_logged(dict(mlflow.MlflowClient().get_run(run_id).data.params))
+    return config_from_logged(yaml.safe_load(text) or {})
+
+
 def git_commit() -> str | None:
     """The commit of the synthmed source being run, when it is a git checkout (editable install)."""
     here = os.path.dirname(os.path.abspath(__file__))
