@@ -84,3 +84,14 @@ def test_epochs_validation(n):
     else:
         with pytest.raises(SynthmedError, match=f"epochs={n}"):
             Config.from_mapping({"epochs": str(n)})
+
+
+def test_parse_bool_and_options_roundtrip():
+    from synthmed.config import format_options, parse_bool, parse_options
+
+    assert parse_bool("Yes") is True and parse_bool("off") is False and parse_bool(True) is True
+    with pytest.raises(ValueError):
+        parse_bool("maybe")
+    opts = {"prompt": "axial slice, brain", "n": "2"}
+    assert parse_options(format_options(opts), "x") == opts
+    assert format_options({}) is None

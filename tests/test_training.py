@@ -113,3 +113,11 @@ def test_the_logged_config_rebuilds_the_run(mlflow_uri, tiny_splits):
     params = mlflow.get_run(res.run_id).data.params
     assert params["generator_options"] == "size=64,api_key=***"
     assert load_run_config(res.run_id) == cfg.replace(generator_options="size=64")  # secret dropped, rest exact
+
+
+def test_masked_secret_dropped_without_breaking_escaped_commas(mlflow_uri, tiny_splits):
+    from synthmed.tracking import load_run_config
+
+    cfg = Config(**FAST, generator_options=r"prompt=axial\, brain,api_key=sk-secret")
+    res = train(cfg, splits=tiny_splits)
+    assert load_run_config(res.run_id).generator_params() == {"prompt": "axial, brain"}

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from synthmed._cam_panel import METHODS  # cheap: no torch at import
+from synthmed.config import parse_bool
 from synthmed.errors import SynthmedError
 
 _BOOL = click.Choice(["true", "false", "1", "0", "yes", "no"], case_sensitive=False)
@@ -50,7 +51,7 @@ def gradcam_command(**opts: Any) -> None:
     from synthmed.gradcam import gradcam
 
     classes = [c.strip() for c in opts["classes"].split(",") if c.strip()] or None
-    allow, quiet = opts["allow_external"], opts["quiet"] is not None and opts["quiet"].lower() in ("true", "1", "yes")
+    allow, quiet = opts["allow_external"], opts["quiet"] is not None and parse_bool(opts["quiet"])
     try:
         report = gradcam(
             opts["model_uri"],
@@ -64,7 +65,7 @@ def gradcam_command(**opts: Any) -> None:
             data_dir=_blank_is_none(opts["data_dir"]),
             run_id=_blank_is_none(opts["run_id"]),
             cache_dir=_blank_is_none(opts["cache_dir"]),
-            allow_external=None if allow is None else allow.lower() in ("true", "1", "yes"),
+            allow_external=None if allow is None else parse_bool(allow),
             device=opts["device"],
             quiet=quiet,
         )

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from synthmed._cli_options import BOOL, build_config, config_options
+from synthmed.config import parse_bool
 from synthmed.errors import SynthmedError
 
 # Config fields the sweep sets per child run: they have list options (or none) here instead.
@@ -27,7 +28,7 @@ def _sweep_config_options(func: Any) -> Any:
 
 
 def _is_true(value: str | None) -> bool:
-    return value is not None and value.lower() in ("true", "1", "yes")
+    return value is not None and parse_bool(value)
 
 
 @click.command("sweep")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def _plt():
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (figures render without a display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -23,7 +24,7 @@ def confusion_matrix_figure(confusion: np.ndarray, classes: Sequence[str], title
     """Counts with row-normalised colour (recall per true class)."""
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     rows = confusion.sum(1, keepdims=True)
     norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
     fig, ax = plt.subplots(figsize=(1.6 * len(classes) + 2, 1.4 * len(classes) + 1.5))
@@ -47,7 +48,7 @@ def image_grid_figure(
     flags: torch.Tensor | None = None, cols: int = 8,
 ) -> Figure:
     """A grid of uint8 ``(N, 1, H, W)`` images with their class (and 'synthetic' marks)."""
-    plt = _plt()
+    plt = pyplot()
     n = len(images)
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.7), squeeze=False)

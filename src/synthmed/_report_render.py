@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from synthmed._figures import pyplot
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -26,20 +28,11 @@ DEFINITIONS = (
 )
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def distribution_figure(results: pd.DataFrame, model: str, policies: list[str], fracs: list[float]) -> Figure:
     """Test cross-entropy per policy at each real fraction: points over box plots (thesis Fig. 7.2)."""
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(fracs), figsize=(1.2 + 0.9 * len(policies) * len(fracs), 4.2),
                              sharey=True, squeeze=False)
     rng = np.random.default_rng(0)
@@ -65,7 +58,7 @@ def distribution_figure(results: pd.DataFrame, model: str, policies: list[str], 
 
 def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Figure:
     """Median test cross-entropy against real fraction per policy, with 95% CI bands (Fig. 7.1 extended)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colors = plt.get_cmap("tab10")
     for j, policy in enumerate(policies):
@@ -138,7 +131,7 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
 # --- the report ------------------------------------------------------------------------------------
 def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd.DataFrame) -> list[Path]:
     """Write ``summary.csv``, ``pairs.csv``, ``figures/*.png``, ``report.md`` and ``report.html``."""
-    plt = _plt()
+    plt = pyplot()
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     summary.to_csv(folder / "summary.csv", index=False)
     pairs.to_csv(folder / "pairs.csv", index=False)

@@ -164,9 +164,28 @@ def parse_options(text: str | None, what: str) -> dict[str, str]:
     return out
 
 
+def format_options(options: Mapping[str, str]) -> str | None:
+    """The inverse of :func:`parse_options` (commas in values escaped)."""
+    return ",".join(f"{k}={str(v).replace(',', chr(92) + ',')}" for k, v in options.items()) or None
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f"})
+
+
+def parse_bool(value: Any) -> bool:
+    """``True``/``False`` from a bool or a word (``true``, ``1``, ``yes``, ``off``...); else ``ValueError``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
 # --- validation helpers ---------------------------------------------------------------------------
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
 def _base_type(f: dataclasses.Field[Any]) -> tuple[type, bool]:
@@ -191,11 +210,7 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
     text = str(value).strip()
     try:
         if tp is bool:
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError
+            return parse_bool(text)
         if tp is int:
             if isinstance(value, float) and value.is_integer():
                 return int(value)

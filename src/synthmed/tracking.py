@@ -10,7 +10,7 @@ import traceback
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
-from synthmed.config import Config, parse_options
+from synthmed.config import Config, format_options, parse_options
 
 if TYPE_CHECKING:
     import pluggy
@@ -31,9 +31,7 @@ def redacted(config: Config) -> dict[str, Any]:
     values = config.to_dict()
     opts = parse_options(config.generator_options, "generator_options")
     if opts:
-        values["generator_options"] = ",".join(
-            f"{k}={'***' if _SECRET.search(k) else v}" for k, v in opts.items()
-        ) or None
+        values["generator_options"] = format_options({k: "***" if _SECRET.search(k) else v for k, v in opts.items()})
     return values
 
 
@@ -46,8 +44,8 @@ def config_from_logged(values: dict[str, Any]) -> Config:
     fields = set(Config.field_names())
     values = {k: v for k, v in values.items() if k in fields}
     if values.get("generator_options"):
-        values["generator_options"] = ",".join(
-            p for p in str(values["generator_options"]).split(",") if not p.strip().endswith("=***"))
+        opts = parse_options(str(values["generator_options"]), "generator_options")
+        values["generator_options"] = format_options({k: v for k, v in opts.items() if v != "***"})
     return Config.from_mapping(values)
 
 

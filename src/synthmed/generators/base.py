@@ -7,6 +7,7 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
+from synthmed.config import parse_bool
 from synthmed.errors import SynthmedError
 
 if TYPE_CHECKING:
@@ -134,10 +135,6 @@ def source_hash(image: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
 def coerce_option(
     generator: str,
     key: str,
@@ -162,12 +159,7 @@ def coerce_option(
     text = str(value).strip()
     try:
         if kind is bool:
-            if isinstance(value, bool):
-                out: Any = value
-            elif text.lower() in _TRUE | _FALSE:
-                out = text.lower() in _TRUE
-            else:
-                raise ValueError
+            out: Any = parse_bool(value)
         elif kind is int:
             out = int(value) if isinstance(value, int) else int(text)
         elif kind is float:

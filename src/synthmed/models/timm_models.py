@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from synthmed.config import TRUE_WORDS
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
 from synthmed.models.base import ModelFactory
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from synthmed.config import Config
 
 PROBE_TIMEOUT_S = 3.0  # how long the hub reachability probe may take
-_TRUE = ("1", "true", "yes", "on")
 
 
 class TimmModel(ModelFactory):
@@ -161,7 +161,7 @@ def tokens_to_map(tokens: torch.Tensor, *, prefix: int, h: int, w: int) -> torch
 # --- weight sources ----------------------------------------------------------------------------
 def hub_offline() -> bool:
     """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE``)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE_WORDS:
         return True
     from huggingface_hub import constants
 
