@@ -296,11 +296,11 @@ def test_every_training_run_logs_the_panel(mlflow_uri, gpm, tiny_splits, tmp_pat
     assert saved["settings"]["images"] == "training sample" and len(saved["pairs"]) == 8  # 4 pairs x 2 classes
 
 
-def test_run_config_reads_the_logged_params_and_drops_masked_secrets():
+def test_run_config_reads_the_logged_params_and_ignores_the_others():
     from synthmed.gradcam import run_config
 
     params = {**{k: str(v) for k, v in Config(model="vit", image_size=64).to_dict().items()},
-              "generator_options": "size=64,api_key=***", "n_train": "512", "epochs_run": "1"}
+              "generator_options": "size=64", "n_train": "512", "epochs_run": "1"}
     cfg = run_config(params)
     assert cfg.model == "vit" and cfg.image_size == 64 and cfg.data_dir is None
     assert cfg.generator_params() == {"size": "64"}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -18,6 +20,8 @@ from typing import Any, Mapping
 
 from synthmed.errors import SynthmedError
 
+#: option names that hold credentials: never accepted in ``generator_options`` (they would be logged)
+SECRET_KEY = re.compile(r"key|secret|token|password", re.I)
 DEFAULT_GENERATOR = "elastic"  # local, free, sends nothing off this machine (see docs/generators.md)
 
 
@@ -54,7 +58,7 @@ class Config:
     replace_p: float = _f(0.5, "mix=replace: chance a real image is swapped for a variation each epoch", ge=0.0, le=1.0)
     balance: bool = _f(False, "give rare classes more synthetic images (equal per-class totals where possible)")
     allow_external: bool = _f(False, "allow generators that send images off this machine (e.g. openai)")
-    generator_options: str | None = _f(None, "extra generator params as 'key=value,key=value'")
+    generator_options: str | None = _f(None, "extra generator params as 'key=value,key=value' (no secrets: use env vars)")
     cache_dir: str | None = _f(None, "generation cache folder (default: the user cache dir)")
     # training
     epochs: int = _f(10, "training epochs", min=1)
@@ -77,6 +81,14 @@ class Config:
             object.__setattr__(self, "register", None)  # one spelling for "do not register"
         for f in fields(self):
             _check_field(f, getattr(self, f.name))
+        secrets = [k for k in self.generator_params() if SECRET_KEY.search(k)]
+        if secrets:
+            where = (" — `mlflow run` has already logged it as a run param: delete that run and rotate the key"
+                     if os.environ.get("MLFLOW_RUN_ID") else "")
+            raise SynthmedError(
+                f"generator_options must not carry secrets ({', '.join(secrets)}): options are logged and "
+                f"cached; set the provider's environment variable instead (e.g. OPENAI_API_KEY){where}"
+            )
         if self.patience and not self.val_frac:
             raise SynthmedError(
                 f"patience={self.patience} needs a validation part: set val_frac > 0 (e.g. 0.1)"

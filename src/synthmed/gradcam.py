@@ -166,7 +166,7 @@ def load_logged_model(model_uri: str) -> tuple[Any, Config, str]:
 
 
 def run_config(params: dict[str, str]) -> Config:
-    """A run's :class:`Config` from its logged params (see :func:`synthmed.tracking.config_from_logged`)."""
+    """A run's :class:`Config` from its logged params (other params ignored)."""
     from synthmed.tracking import config_from_logged
 
     return config_from_logged(params)

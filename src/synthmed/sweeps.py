@@ -95,9 +95,7 @@ class SweepSpec:
 
     def params(self) -> dict[str, str]:
         """The spec as MLflow params of the parent run (and the input of :attr:`sweep_id`)."""
-        from synthmed.tracking import redacted  # secrets in generator_options are never logged
-
-        values = {k: v for k, v in redacted(self.base).items() if k not in _NOT_IN_SPEC}
+        values = {k: v for k, v in self.base.to_dict().items() if k not in _NOT_IN_SPEC}
         out = {k: "None" if v is None else str(v) for k, v in values.items()}
         out.update(models=",".join(self.models), policies=",".join(self.policies),
                    real_fracs=",".join(frac_label(f) for f in self.real_fracs), sweep_seed=str(self.seed))

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import traceback
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
-from synthmed.config import Config, format_options, parse_options
+from synthmed.config import Config
 
 if TYPE_CHECKING:
     import pluggy
@@ -23,30 +22,12 @@ if TYPE_CHECKING:
 
 MODEL_ARTIFACT = "model"
 REGISTRY_ALIAS = "newest"  # every registered version takes it; aliases, not stages
-_SECRET = re.compile(r"key|secret|token|password", re.I)
-
-
-def redacted(config: Config) -> dict[str, Any]:
-    """The config as a dict with secrets in ``generator_options`` masked (never logged)."""
-    values = config.to_dict()
-    opts = parse_options(config.generator_options, "generator_options")
-    if opts:
-        values["generator_options"] = format_options({k: "***" if _SECRET.search(k) else v for k, v in opts.items()})
-    return values
 
 
 def config_from_logged(values: dict[str, Any]) -> Config:
-    """A :class:`Config` from logged values (``config.yaml`` or params); other keys are ignored.
-
-    Generator options logged masked (``api_key=***``) are dropped: the generator then reads them
-    from its environment, as it would have.
-    """
+    """A :class:`Config` from logged values (``config.yaml`` or params); other keys are ignored."""
     fields = set(Config.field_names())
-    values = {k: v for k, v in values.items() if k in fields}
-    if values.get("generator_options"):
-        opts = parse_options(str(values["generator_options"]), "generator_options")
-        values["generator_options"] = format_options({k: v for k, v in opts.items() if v != "***"})
-    return Config.from_mapping(values)
+    return Config.from_mapping({k: v for k, v in values.items() if k in fields})
 
 
 def load_run_config(run_id: str) -> Config:
@@ -221,8 +202,8 @@ def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tag
         if commit:
             all_tags["synthmed.git_commit"] = commit
         mlflow.set_tags({**all_tags, **(tags or {})})
-        logger.log_params(redacted(config))
-        mlflow.log_text(Config(**redacted(config)).to_yaml(), "config.yaml")
+        logger.log_params(config.to_dict())  # Config refuses secrets, so all of it can be logged
+        mlflow.log_text(config.to_yaml(), "config.yaml")
         mlflow.log_text(json.dumps(splits.meta, indent=2, default=str), "data/meta.json")
         logger.log_params({f"data.{k}": v for k, v in splits.meta.items()
                            if isinstance(v, (str, int, float, bool)) and len(str(v)) < 500})

@@ -87,7 +87,7 @@ def call(fn: Callable[[], Any], *, max_retries: int, stats: RequestStats, what: 
             raise SynthmedError(f"openai: {what} was rejected (400 {exc.code or ''}): {exc.message}") from exc
         except openai.AuthenticationError as exc:
             raise SynthmedError(
-                "openai: the API key was rejected (401) — check OPENAI_API_KEY (or --generator-options api_key=...) and base_url"
+                "openai: the API key was rejected (401) — check OPENAI_API_KEY and base_url"
             ) from exc
         except (openai.APIConnectionError, openai.APIStatusError) as exc:
             status = getattr(exc, "status_code", None)

@@ -221,7 +221,7 @@ class OpenAIGenerator(Generator):
 
                 key = self.__api_key or os.environ.get("OPENAI_API_KEY")
                 if not key:
-                    raise SynthmedError("generator 'openai': no API key — set OPENAI_API_KEY (or --generator-options api_key=...)")
+                    raise SynthmedError("generator 'openai': no API key — set OPENAI_API_KEY in the environment")
                 self._client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
             return self._client
 
