@@ -21,6 +21,8 @@ from synthmed.cli import build_config, main
         (["--policy", "dalle"], "unknown policy 'dalle' — installed:"),
         (["--config", "missing.yaml"], "config file 'missing.yaml' does not exist"),
         (["--dataset", "imagefolder", "--data-dir", "/no/such/dir"], "/no/such/dir"),
+        (["--device", "gpu", "--data-dir", "/no/such/dir"], "device='gpu' is not a torch device"),
+        (["--device", "cuda:99", "--data-dir", "/no/such/dir"], "device='cuda:99' but this machine has"),
     ],
 )
 def test_user_mistakes_are_click_errors(args, message, mlflow_uri):

@@ -324,3 +324,17 @@ def test_real_data_thesis_mix_and_a_free_second_run(real_data_dir, tmp_path):
     _, _, again = run(config, splits, pm)
     assert again.metrics["synthetic_cache_misses"] == 0 and again.metrics["synthetic_paid_images"] == 0
     assert again.metrics["synthetic_cache_hits"] == 5120 - len(real)
+
+
+def test_a_folder_pool_made_of_test_images_is_refused(config, tmp_path):
+    """The folder generator replaying test scans (layout <class>/*.png) would leak the test set."""
+    from PIL import Image
+
+    splits = toy_splits()
+    for label, name in enumerate(CLASSES):
+        (tmp_path / "pool" / name).mkdir(parents=True)
+        for row in (splits.test.labels == label).nonzero().flatten().tolist():
+            Image.fromarray(splits.test.images[row, 0].numpy()).save(tmp_path / "pool" / name / f"{row}.png")
+    leaky = config.replace(generator="folder", generator_options=f"path={tmp_path / 'pool'}")
+    with pytest.raises(SynthmedError, match="identical to test images"):
+        run(leaky, splits)

@@ -12,10 +12,10 @@ from typing import Any
 import click
 
 from synthmed._cam_panel import METHODS  # cheap: no torch at import
+from synthmed._cli_options import BOOL
 from synthmed.config import parse_bool
 from synthmed.errors import SynthmedError
 
-_BOOL = click.Choice(["true", "false", "1", "0", "yes", "no"], case_sensitive=False)
 
 
 def _blank_is_none(value: str | None) -> str | None:
@@ -42,10 +42,10 @@ def _whole(value: float, what: str) -> int:
 @click.option("--data-dir", default="", help="local dataset copy [default: the run's data_dir]")
 @click.option("--run-id", default="", help="run to log into [default: the `mlflow run` run, else the model's run]")
 @click.option("--cache-dir", default="", help="generation cache folder [default: the run's]")
-@click.option("--allow-external", type=_BOOL, is_flag=False, flag_value="true", default=None,
+@click.option("--allow-external", type=BOOL, is_flag=False, flag_value="true", default=None,
               help="allow generators that send images off this machine")
 @click.option("--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda, ...")
-@click.option("--quiet", "-q", type=_BOOL, is_flag=False, flag_value="true", default=None, help="print nothing")
+@click.option("--quiet", "-q", type=BOOL, is_flag=False, flag_value="true", default=None, help="print nothing")
 def gradcam_command(**opts: Any) -> None:
     """Log Grad-CAM figures (real vs synthetic) and agreement/faithfulness metrics for a logged model."""
     from synthmed.gradcam import gradcam

@@ -9,6 +9,7 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -200,9 +201,13 @@ def parse_bool(value: Any) -> bool:
 # --- validation helpers ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Config)  # resolving the annotations costs ~10 ms: once per process
+
+
 def _base_type(f: dataclasses.Field[Any]) -> tuple[type, bool]:
-    hints = typing.get_type_hints(Config)
-    tp = hints[f.name]
+    tp = _hints()[f.name]
     optional = False
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]

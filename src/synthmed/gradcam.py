@@ -232,12 +232,10 @@ def gradcam(
     ``gradcam/<images>[_<method>]/<Class>.png`` (``gradcam++`` spelled ``gradcampp``), so they
     never collide with the training panel's ``gradcam_<metric>`` and ``gradcam/<Class>.png``.
     """
-    import torch
-
     from synthmed._cam_metrics import summarize
     from synthmed.generators.cache import GenerationCache
     from synthmed.plugins import registry
-    from synthmed.training import load_splits
+    from synthmed.training import load_splits, resolve_device
 
     if images not in IMAGE_SOURCES:
         raise SynthmedError(f"images={images!r} — choose one of {', '.join(IMAGE_SOURCES)}")
@@ -263,8 +261,7 @@ def gradcam(
     empty = [c for c in names if not bool((pool.labels == splits.classes.index(c)).any())]
     if empty:
         raise SynthmedError(f"the {images} split has no images of class(es) {', '.join(empty)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(config.replace(device=device))
     model = _as_module(loaded, factory, splits.num_classes, config).to(device)
     panels, records = build_panels(
         model, target_layers(model, factory, target_layer), pool=pool, classes=splits.classes, names=names,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
 from synthmed.config import Config
+from synthmed.errors import SynthmedError
 
 if TYPE_CHECKING:
     import pluggy
@@ -39,13 +41,19 @@ def load_run_config(run_id: str) -> Config:
     import mlflow
     import yaml
 
+    from mlflow.exceptions import MlflowException
+
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}  # errors here are real: propagate
+    if "config.yaml" not in names:  # runs logged before config.yaml existed, or by other tools
+        return config_from_logged(dict(mlflow.MlflowClient().get_run(run_id).data.params))
     try:
         text = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
-    except Exception:  # noqa: BLE001 - any failure to fetch falls back to the params, which always exist
-        return config_from_logged(dict(mlflow.MlflowClient().get_run(run_id).data.params))
+    except MlflowException as exc:
+        raise SynthmedError(f"run {run_id}: cannot read config.yaml: {exc.message}") from exc
     return config_from_logged(yaml.safe_load(text) or {})
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the synthmed source being run, when it is a git checkout (editable install)."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -173,50 +181,63 @@ def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tag
     """
     import mlflow
 
-    own_run = True
-    saved_env = None
-    if parent_run_id is not None:
-        saved_env = os.environ.pop("MLFLOW_RUN_ID", None)  # a child is a new run, even inside `mlflow run`
-        parent = mlflow.MlflowClient().get_run(parent_run_id)
-        active = mlflow.start_run(run_name=run_name, experiment_id=parent.info.experiment_id,
-                                  parent_run_id=parent_run_id, nested=mlflow.active_run() is not None)
-    elif mlflow.active_run() is not None:
-        active, own_run = mlflow.active_run(), False
-    else:
-        if not os.environ.get("MLFLOW_RUN_ID"):
-            mlflow.set_experiment(config.experiment)
-        active = mlflow.start_run(run_name=run_name or f"{config.model}-{config.policy}-{config.real_frac:g}")
-    logger = RunLogger(active.info.run_id, config, dict(mlflow.get_run(active.info.run_id).data.params))
-    try:
-        from synthmed import __version__
-
-        all_tags = {
-            "synthmed.version": __version__,
-            "synthmed.dataset": config.dataset,
-            "synthmed.dataset_fingerprint": splits.fingerprint,
-            "synthmed.model": config.model,
-            "synthmed.policy": config.policy,
-            "synthmed.real_frac": f"{config.real_frac:g}",
-        }
-        commit = active.data.tags.get("mlflow.source.git.commit") or git_commit()
-        if commit:
-            all_tags["synthmed.git_commit"] = commit
-        mlflow.set_tags({**all_tags, **(tags or {})})
-        logger.log_params(config.to_dict())  # Config refuses secrets, so all of it can be logged
-        mlflow.log_text(config.to_yaml(), "config.yaml")
-        mlflow.log_text(json.dumps(splits.meta, indent=2, default=str), "data/meta.json")
-        logger.log_params({f"data.{k}": v for k, v in splits.meta.items()
-                           if isinstance(v, (str, int, float, bool)) and len(str(v)) < 500})
-        yield logger
-    except BaseException as exc:
-        mlflow.set_tag("synthmed.error", f"{type(exc).__name__}: {exc}"[:5000])
-        mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
-        if own_run:
-            mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
-    else:
-        if own_run:
-            mlflow.end_run()
+    saved_env = os.environ.pop("MLFLOW_RUN_ID", None) if parent_run_id is not None else None
+    try:  # a child is a new run, even inside `mlflow run`: MLFLOW_RUN_ID is hidden until it ends
+        active, own_run = _start(config, parent_run_id, run_name)
+        try:
+            logger = RunLogger(active.info.run_id, config, dict(mlflow.get_run(active.info.run_id).data.params))
+            _log_run_header(active, config, splits, tags, logger)
+            yield logger
+        except BaseException as exc:
+            mlflow.set_tag("synthmed.error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
+            if own_run:
+                mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        else:
+            if own_run:
+                mlflow.end_run()
     finally:
         if saved_env is not None:
             os.environ["MLFLOW_RUN_ID"] = saved_env
+
+
+def _start(config: Config, parent_run_id: str | None, run_name: str | None) -> tuple[Any, bool]:
+    """The run to log into, and whether this call owns (and so ends) it."""
+    import mlflow
+
+    if parent_run_id is not None:
+        parent = mlflow.MlflowClient().get_run(parent_run_id)
+        return mlflow.start_run(run_name=run_name, experiment_id=parent.info.experiment_id,
+                                parent_run_id=parent_run_id, nested=mlflow.active_run() is not None), True
+    if mlflow.active_run() is not None:
+        return mlflow.active_run(), False
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(config.experiment)
+    return mlflow.start_run(run_name=run_name or f"{config.model}-{config.policy}-{config.real_frac:g}"), True
+
+
+def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str, str] | None,
+                    logger: RunLogger) -> None:
+    """Tags, the config (params and ``config.yaml``) and the data's metadata: logged before training."""
+    import mlflow
+
+    from synthmed import __version__
+
+    all_tags = {
+        "synthmed.version": __version__,
+        "synthmed.dataset": config.dataset,
+        "synthmed.dataset_fingerprint": splits.fingerprint,
+        "synthmed.model": config.model,
+        "synthmed.policy": config.policy,
+        "synthmed.real_frac": f"{config.real_frac:g}",
+    }
+    commit = active.data.tags.get("mlflow.source.git.commit") or git_commit()
+    if commit:
+        all_tags["synthmed.git_commit"] = commit
+    mlflow.set_tags({**all_tags, **(tags or {})})
+    logger.log_params(config.to_dict())  # Config refuses secrets, so all of it can be logged
+    mlflow.log_text(config.to_yaml(), "config.yaml")
+    mlflow.log_text(json.dumps(splits.meta, indent=2, default=str), "data/meta.json")
+    logger.log_params({f"data.{k}": v for k, v in splits.meta.items()
+                       if isinstance(v, (str, int, float, bool)) and len(str(v)) < 500})

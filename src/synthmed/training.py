@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,14 +54,24 @@ def load_splits(config: Config, pm: pluggy.PluginManager | None = None) -> Split
 
 
 def resolve_device(config: Config) -> str:
+    """``config.device`` checked against this machine (``auto``: CUDA when available)."""
     import torch
+
+    from synthmed.errors import SynthmedError
 
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        from synthmed.errors import SynthmedError
-
-        raise SynthmedError(f"device={config.device!r} but CUDA is not available — use device=cpu or auto")
+    try:
+        device = torch.device(config.device)
+    except RuntimeError:
+        raise SynthmedError(f"device={config.device!r} is not a torch device — use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count or count == 0:
+            raise SynthmedError(f"device={config.device!r} but this machine has {count} CUDA device(s) — "
+                                "use device=cpu or auto")
+    elif device.type != "cpu":
+        raise SynthmedError(f"device={config.device!r} is not supported — use auto, cpu, cuda or cuda:N")
     return config.device
 
 
@@ -77,6 +88,7 @@ def autocast_dtype(config: Config, device: str) -> torch.dtype | None:
     return torch.bfloat16 if _cpu_has_bf16() else None
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_has_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as fh:
@@ -199,8 +211,8 @@ def train(
         from synthmed.policies.synthetic import check_external
 
         check_external(registry("generators", pm).get(config.generator), config)
-    splits = splits if splits is not None else load_splits(config, pm)
     device = resolve_device(config)
+    splits = splits if splits is not None else load_splits(config, pm)
 
     with tracking.run(config, splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
         real, val = sample_real(splits, config)
@@ -213,7 +225,10 @@ def train(
         model = factory.create(splits.num_classes, config.image_size, config).to(device)
         model = model.to(memory_format=torch.channels_last)
         info = fit(model, policy, train_set, val, config, device, logger.log_metrics)
-        logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"]})
+        amp = autocast_dtype(config, device)
+        logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
+                           "precision_used": "bf16" if amp is not None else "fp32",
+                           "torch_threads": torch.get_num_threads()})
 
         result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
         metrics = {f"test_{k}": v for k, v in result.metrics.items()}

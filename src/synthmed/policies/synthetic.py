@@ -92,6 +92,7 @@ class SyntheticPolicy(AugmentationPolicy):
         rows = [plan.requests[i][0] for i in kept]
         images = torch.stack([result.images[i] for i in kept]) if kept else real.images[:0]
         synth = ImageSet(images, real.labels[rows], real.index[rows], torch.ones(len(kept), dtype=torch.bool))
+        refuse_test_images(synth, ctx.splits.test, generator.name)
         mixed = ImageSet.concat([real, synth])
 
         ctx.log_params({
@@ -125,6 +126,22 @@ class SyntheticPolicy(AugmentationPolicy):
 
         if self.config.base_policy != "none":
             self._base = registry("policies", pm).get(self.config.base_policy).from_config(self.config)
+
+
+def refuse_test_images(synth: ImageSet, test: ImageSet, generator: str) -> None:
+    """A "synthetic" image identical to a test image (a ``folder`` pool exported from the test
+    split, say) would leak the test set into training: refuse it."""
+    from synthmed.generators.base import source_hash
+
+    if len(synth) == 0 or synth.images.shape[1:] != test.images.shape[1:]:
+        return
+    test_hashes = {source_hash(image) for image in test.images}
+    leaked = [i for i, image in enumerate(synth.images) if source_hash(image) in test_hashes]
+    if leaked:
+        raise SynthmedError(
+            f"generator {generator!r} returned {len(leaked)} image(s) identical to test images — training on "
+            "them would leak the test set; check where its images come from (e.g. a folder path)"
+        )
 
 
 def replace_epoch(train: ImageSet, p: float, rng: torch.Generator) -> ImageSet:
