@@ -107,7 +107,7 @@ class FakeImagesServer:
             callback()
         if self.delay_s:
             time.sleep(self.delay_s)
-        if status == 200:
+        if status == 200 and payload is None:  # a scripted 200 keeps its (possibly malformed) body
             payload = {"created": int(time.time()), "data": _variations(image, fields)}
         return status, extra, payload
 

@@ -114,6 +114,13 @@ def test_5xx_are_retried_with_backoff_then_given_up(server):
         make(server, max_retries=1).generate(src, labels, variation=0, seed=0)
 
 
+def test_an_unreadable_image_from_the_service_is_a_clear_error(server):
+    server.push((200, {}, {"created": 0, "data": [{"b64_json": "bm90IGFuIGltYWdl"}]}))  # "not an image"
+    src, labels = images(1)
+    with pytest.raises(SynthmedError, match="returned an unreadable image"):
+        make(server).generate(src, labels, variation=0, seed=0)
+
+
 def test_content_policy_refusal_is_counted_skipped_and_not_cached(server, tmp_path):
     server.push(REFUSAL)
     src, labels = images(3)

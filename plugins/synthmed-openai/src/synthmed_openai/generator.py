@@ -7,7 +7,6 @@ GPT image models (default ``gpt-image-2``) go through ``images.edit`` with a var
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -16,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from synthmed.errors import SynthmedError
-from synthmed.generators.base import Generator, coerce_option
+from synthmed.generators.base import Generator, coerce_option, source_hash
 
 from synthmed_openai import _pricing, _requests
 
@@ -139,8 +138,7 @@ class OpenAIGenerator(Generator):
         """
         groups: dict[str, list[int]] = {}
         for i in range(len(images)):
-            digest = hashlib.sha256(images[i].contiguous().numpy().tobytes()).hexdigest()
-            groups.setdefault(digest, []).append(i)
+            groups.setdefault(source_hash(images[i]), []).append(i)
         chunks = [items[k : k + self.n] for items in groups.values() for k in range(0, len(items), self.n)]
         h, w = images.shape[-2:]
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="synthmed-openai")
@@ -212,7 +210,10 @@ class OpenAIGenerator(Generator):
         if any(not d.b64_json for d in data):
             raise SynthmedError("generator 'openai': the server returned image URLs, not b64_json — use a compatible server")
         self.stats.add(images=len(data))
-        return [_requests.decode_b64(d.b64_json, height, width) for d in data[:count]]
+        try:
+            return [_requests.decode_b64(d.b64_json, height, width) for d in data[:count]]
+        except (OSError, ValueError, TypeError) as exc:  # not base64, not an image: the service's fault
+            raise SynthmedError(f"generator 'openai': the service returned an unreadable image ({exc})") from exc
 
     def _get_client(self) -> Any:
         with self._client_lock:
