@@ -50,12 +50,10 @@ def test_bad_types_and_choices():
         Config(patience=3)
 
 
-def test_registered_model_name_and_synth_frac():
+def test_registered_model_name():
     assert Config(model="vit").registered_model_name == "synthmed-alzheimer_mri-vit"
     assert Config(register="none").registered_model_name is None
     assert Config(register="mine").registered_model_name == "mine"
-    assert Config(real_frac=0.3).effective_synth_frac == pytest.approx(0.7)
-    assert Config(real_frac=0.3, synth_frac=0.2).effective_synth_frac == 0.2
 
 
 def test_generator_options_parse():

@@ -150,11 +150,6 @@ class Config:
             return f"synthmed-{self.dataset}-{self.model}"
         return self.register
 
-    @property
-    def effective_synth_frac(self) -> float:
-        """Y: the synthetic share of the full training size (thesis: fill up to 1)."""
-        return 1.0 - self.real_frac if self.synth_frac is None else self.synth_frac
-
     def generator_params(self) -> dict[str, str]:
         """``generator_options`` parsed into a dict (``'a=1,b=x'`` → ``{'a': '1', 'b': 'x'}``)."""
         return parse_options(self.generator_options, "generator_options")
