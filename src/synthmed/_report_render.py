@@ -140,8 +140,10 @@ def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd
         dist = distribution_figure(data.results, model, data.policies, data.real_fracs)
         for name, fig in ((f"distribution_{model}.png", dist),
                           (f"median_vs_real_frac_{model}.png", median_figure(summary, model, data.policies))):
-            fig.savefig(folder / "figures" / name, dpi=120)
-            plt.close(fig)
+            try:
+                fig.savefig(folder / "figures" / name, dpi=120)
+            finally:
+                plt.close(fig)
             figures.append((name, folder / "figures" / name))
     run = data.parent.info
     total = len(data.models) * len(data.policies) * len(data.real_fracs) * data.simulations

@@ -93,8 +93,10 @@ class RunLogger:
         import matplotlib.pyplot as plt
         import mlflow
 
-        mlflow.log_figure(fig, path)
-        plt.close(fig)
+        try:
+            mlflow.log_figure(fig, path)
+        finally:
+            plt.close(fig)  # also when logging fails: pyplot keeps figures alive until closed
 
     # --- what train() logs -------------------------------------------------------------------------
     def log_training_set(self, train_set: ImageSet, real: ImageSet, val: ImageSet | None, splits: Splits,
