@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from synthmed._cli_generate import cache as cache_cli
+from synthmed.cli.generate import cache as cache_cli
 from synthmed.config import Config
 from synthmed.generators.base import Generator, source_hash
 from synthmed.generators.cache import CACHE_ENV, GenerationCache, cache_key, fill, generation_seed

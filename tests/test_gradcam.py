@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from synthmed import hookimpl
-from synthmed._cam_figures import overlay, panel_figure
-from synthmed._cam_metrics import faithfulness, pearson, summarize, top_iou
-from synthmed._cam_panel import METHODS, build_panels, cam_session, target_layers
-from synthmed._cli_gradcam import gradcam_command
+from synthmed.gradcam.figures import overlay, panel_figure
+from synthmed.gradcam.metrics import faithfulness, pearson, summarize, top_iou
+from synthmed.gradcam.compute import METHODS, build_panels, cam_session, target_layers
+from synthmed.cli import main as synthmed_cli
 from synthmed.config import Config
 from synthmed.data.base import ImageSet
 from synthmed.errors import SynthmedError
@@ -333,14 +333,14 @@ def test_command_logs_figures_and_metrics_for_a_trained_run(mlflow_uri, real_dat
     # the click command, by registry URI, into a run of our own
     other = client.create_run(client.get_experiment_by_name("gradcam").experiment_id).info.run_id
     name = cfg.registered_model_name
-    result = CliRunner().invoke(gradcam_command, ["--model-uri", f"models:/{name}/1", "--pairs", "2", "--run-id",
+    result = CliRunner().invoke(synthmed_cli, ["gradcam", "--model-uri", f"models:/{name}/1", "--pairs", "2", "--run-id",
                                                   other, "--classes", "Non_Demented", "--target-layer", "block1.relu"])
     assert result.exit_code == 0, result.output
     assert "gradcam/test/Non_Demented.png" in result.output
     assert {a.path for a in client.list_artifacts(other, "gradcam/test")} == {
         "gradcam/test/Non_Demented.png", "gradcam/test/gradcam.json"}
     assert "gradcam_test_agreement_pearson_Non_Demented" in client.get_run(other).data.metrics
-    bad = CliRunner().invoke(gradcam_command, ["--model-uri", f"models:/{name}/1", "--classes", "Sad"])
+    bad = CliRunner().invoke(synthmed_cli, ["gradcam", "--model-uri", f"models:/{name}/1", "--classes", "Sad"])
     assert bad.exit_code != 0 and "unknown class(es) Sad" in bad.output and "Traceback" not in bad.output
 
 
@@ -350,8 +350,8 @@ def test_mlproject_style_options_parse_and_a_bad_uri_is_a_click_error(mlflow_uri
             "--generator", "", "--generator-options", "", "--method", "gradcam++", "--target-layer", "",
             "--images", "test", "--data-dir", "", "--run-id", "", "--cache-dir", "", "--allow-external", "False",
             "--device", "cpu", "--quiet", "false"]
-    result = CliRunner().invoke(gradcam_command, args)
+    result = CliRunner().invoke(synthmed_cli, ["gradcam", *args])
     assert result.exit_code == 1, result.output
     assert "cannot resolve model URI 'models:/nope/1'" in result.output and "Traceback" not in result.output
-    bad = CliRunner().invoke(gradcam_command, ["--model-uri", "runs:/x/model", "--pairs", "2.5"])
+    bad = CliRunner().invoke(synthmed_cli, ["gradcam", "--model-uri", "runs:/x/model", "--pairs", "2.5"])
     assert bad.exit_code == 2 and "2.5 is not a whole number" in bad.output

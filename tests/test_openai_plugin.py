@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread
 import warnings
 from importlib.metadata import entry_points
 
@@ -154,11 +153,30 @@ def test_a_server_dying_midway_loses_nothing_and_the_rerun_repeats_no_request(se
     assert len(server.successes) == 8 and set(server.success_count_by_source().values()) == {1}
 
 
+class _CtrlCAfter(GenerationCache):
+    """A cache whose ``n``-th write is followed by Ctrl-C, raised in the main thread where it lands.
+
+    Deterministic: the interrupt no longer races the requests (``_thread.interrupt_main`` from the
+    server thread was delivered whenever the main thread next ran bytecode, so under load the
+    whole fill could finish first). Requests 4 and 5 are in flight or done at that moment.
+    """
+
+    def __init__(self, root, n: int):
+        super().__init__(root)
+        self.writes, self.n = 0, n
+
+    def store(self, *args, **kwargs):
+        path = super().store(*args, **kwargs)
+        self.writes += 1
+        if self.writes == self.n:
+            raise KeyboardInterrupt
+        return path
+
+
 def test_ctrl_c_midway_keeps_requests_in_flight_and_the_rerun_repeats_none(server, tmp_path):
-    server.on_request[3] = _thread.interrupt_main  # Ctrl-C while request 3 is in flight
-    server.delay_s = 0.2
+    server.delay_s = 0.05  # keeps requests in flight; the interrupt's moment does not depend on it
     src, labels = images(8)
-    cache = GenerationCache(tmp_path)
+    cache = _CtrlCAfter(tmp_path, n=3)
     with pytest.raises(KeyboardInterrupt):
         fill(cache, make(server, concurrency=2), src, labels, requests_for(8), quiet=True)
     stored = cache.stats()["openai"]["entries"]

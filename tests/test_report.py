@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import synthmed.cli  # noqa: F401  (first: synthmed._cli_sweep imports its option helpers)
-from synthmed._cli_sweep import report_command, sweep_command
+from synthmed.cli import main as synthmed_cli
 from synthmed.config import Config
-from synthmed.report import load_sweep, publish
-from synthmed.sweeps import sweep
+from synthmed.sweep.report import load_sweep, publish
+from synthmed.sweep import sweep
 from test_sweep import FakeTrain  # tests/ is on sys.path (pytest rootdir conftest)
 
 FIGURES = {"distribution_cnn.png", "median_vs_real_frac_cnn.png"}
@@ -74,14 +73,14 @@ def test_report_of_a_plain_run_is_a_clean_error(mlflow_uri):
 
     client = mlflow.MlflowClient()
     run_id = client.create_run(client.create_experiment("x")).info.run_id
-    result = CliRunner().invoke(report_command, [run_id])
+    result = CliRunner().invoke(synthmed_cli, ["report", run_id])
     assert result.exit_code == 1 and "not a sweep's parent run" in result.output
 
 
 def test_sweep_command_rejects_swept_fields(mlflow_uri):
-    result = CliRunner().invoke(sweep_command, ["--set", "real_frac=0.5"])
+    result = CliRunner().invoke(synthmed_cli, ["sweep", "--set", "real_frac=0.5"])
     assert result.exit_code == 2 and "--real-fracs" in result.output
-    result = CliRunner().invoke(sweep_command, ["--set", "nope=1", "--policies", "none"])
+    result = CliRunner().invoke(synthmed_cli, ["sweep", "--set", "nope=1", "--policies", "none"])
     assert result.exit_code == 1 and "unknown config key 'nope'" in result.output
 
 
@@ -90,8 +89,8 @@ def test_sweep_command_rejects_swept_fields(mlflow_uri):
 def test_sweep_command_keeps_costly_logging_off_unless_asked(mlflow_uri, monkeypatch, tiny_splits, flags, on):
     fake = FakeTrain()
     monkeypatch.setattr("synthmed.training.train", fake)
-    monkeypatch.setattr("synthmed.training.load_splits", lambda config, pm=None: tiny_splits)
-    result = CliRunner().invoke(sweep_command, ["--policies", "none", "--real-fracs", "1", "--simulations", "1",
+    monkeypatch.setattr("synthmed.data.loading.load_splits", lambda config, pm=None: tiny_splits)
+    result = CliRunner().invoke(synthmed_cli, ["sweep", "--policies", "none", "--real-fracs", "1", "--simulations", "1",
                                                 "--quiet", *flags])
     assert result.exit_code == 0, result.output
     assert "ran 1, found 0 finished, 0 failed" in result.output and "cnn        none" in result.output
@@ -120,11 +119,11 @@ def test_real_sweep_interrupted_resumed_and_reported(mlflow_uri, real_data_dir, 
         return real_train(*a, **kw)
 
     monkeypatch.setattr(training, "train", dies_at_sixth)
-    first = CliRunner().invoke(sweep_command, args)
+    first = CliRunner().invoke(synthmed_cli, ["sweep", *args])
     assert first.exit_code == 1 and "Aborted" in first.output and calls["n"] == 6
     monkeypatch.setattr(training, "train", real_train)
 
-    second = CliRunner().invoke(sweep_command, args)
+    second = CliRunner().invoke(synthmed_cli, ["sweep", *args])
     assert second.exit_code == 0, second.output
     assert "ran 7, found 5 finished, 0 failed" in second.output
 
@@ -151,7 +150,7 @@ def test_real_sweep_interrupted_resumed_and_reported(mlflow_uri, real_data_dir, 
 
     # `synthmed report RUN_ID` rebuilds everything from MLflow alone
     out = tmp_path / "rebuilt"
-    result = CliRunner().invoke(report_command, [parent.info.run_id, "--output", str(out)])
+    result = CliRunner().invoke(synthmed_cli, ["report", parent.info.run_id, "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert "12 simulations finished, 0 missing" in result.output
     assert {p.name for p in out.iterdir()} >= {"report.md", "report.html", "summary.csv", "pairs.csv", "figures"}
@@ -160,7 +159,7 @@ def test_real_sweep_interrupted_resumed_and_reported(mlflow_uri, real_data_dir, 
 
 
 def test_tiny_p_values_are_not_printed_as_zero():
-    from synthmed._report_render import _p_value
+    from synthmed.sweep.render import _p_value
 
     assert _p_value(3e-7) == "< 0.0001"
     assert _p_value(0.0123) == "0.0123"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synthmed.stats import (
+from synthmed.sweep.stats import (
     bootstrap_ci,
     pair_name,
     paired_difference,

@@ -9,7 +9,7 @@ import pytest
 
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
-from synthmed.sweeps import SweepSpec, simulation_seed, sweep
+from synthmed.sweep import SweepSpec, simulation_seed, sweep
 from synthmed.training import TrainResult
 
 BASE = Config(image_size=32, epochs=1, batch_size=16, device="cpu", experiment="sweeps", quiet=True)
@@ -218,7 +218,7 @@ def test_failure_before_train_opens_a_run_is_recorded(mlflow_uri, monkeypatch, t
 def test_fail_fast_stops_and_marks_the_parent(mlflow_uri, monkeypatch, tiny_splits):
     import mlflow
 
-    from synthmed._executors import SweepError
+    from synthmed.sweep.executors import SweepError
 
     fake = FakeTrain(fail={2: RuntimeError("boom")})
     monkeypatch.setattr("synthmed.training.train", fake)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import synthmed.plugins
-from synthmed._cli_generate import generate as generate_cli
+from synthmed.cli import main as synthmed_cli
 from synthmed.config import Config
 from synthmed.data.base import Dataset, ImageSet, Splits
 from synthmed.errors import SynthmedError
@@ -283,11 +283,11 @@ def test_openai_is_refused_before_any_data_is_loaded(config):
 def test_generate_prefills_exactly_what_the_run_uses(config, fake_pm):
     args = ["--dataset", "tiny-test", "--real-frac", "0.3", "--image-size", "16", "--cache-dir", config.cache_dir, "-q"]
     runner = CliRunner()
-    estimate = runner.invoke(generate_cli, [*args, "--estimate"])
+    estimate = runner.invoke(synthmed_cli, ["generate", *args, "--estimate"])
     assert estimate.exit_code == 0, estimate.output
     assert "0 cached, 27 to generate" in estimate.output and "free (local)" in estimate.output
     assert GenerationCache(config.cache_dir).stats() == {}  # --estimate makes nothing
-    done = runner.invoke(generate_cli, args)
+    done = runner.invoke(synthmed_cli, ["generate", *args])
     assert done.exit_code == 0 and "generated 27" in done.output
     _, _, rec = run(config.replace(dataset="tiny-test"))
     assert rec.metrics["synthetic_cache_misses"] == 0 and rec.metrics["synthetic_cache_hits"] == 27
@@ -297,14 +297,14 @@ def test_generate_asks_above_max_cost_and_refuses_external_without_opt_in(config
     args = ["--dataset", "tiny-test", "--real-frac", "0.3", "--image-size", "16", "--cache-dir", config.cache_dir,
             "--generator", "remote-test", "-q"]
     runner = CliRunner()
-    refused = runner.invoke(generate_cli, args)
+    refused = runner.invoke(synthmed_cli, ["generate", *args])
     assert refused.exit_code == 1 and "--allow-external" in refused.output and "Traceback" not in refused.output
-    estimate = runner.invoke(generate_cli, [*args, "--estimate"])
+    estimate = runner.invoke(synthmed_cli, ["generate", *args, "--estimate"])
     assert "estimated cost $13.50" in estimate.output and "needs --allow-external" in estimate.output
-    declined = runner.invoke(generate_cli, [*args, "--allow-external"], input="n\n")
+    declined = runner.invoke(synthmed_cli, ["generate", *args, "--allow-external"], input="n\n")
     assert declined.exit_code == 1 and "above --max-cost" in declined.output
     assert GenerationCache(config.cache_dir).stats() == {}
-    done = runner.invoke(generate_cli, [*args, "--allow-external", "--max-cost", "20"])
+    done = runner.invoke(synthmed_cli, ["generate", *args, "--allow-external", "--max-cost", "20"])
     assert done.exit_code == 0 and "refused" in done.output
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "get_plugin_manager",
     "gradcam",
     "hookimpl",
+    "prefill",
     "registry",
     "sweep",
     "train",
@@ -40,9 +41,9 @@ _LAZY = {
     "ModelFactory": ("synthmed.models.base", "ModelFactory"),
     "TrainResult": ("synthmed.training", "TrainResult"),
     "train": ("synthmed.training", "train"),
-    "sweep": ("synthmed.sweeps", "sweep"),
-    "SweepResult": ("synthmed.sweeps", "SweepResult"),
-    "SweepSpec": ("synthmed.sweeps", "SweepSpec"),
+    "SweepResult": ("synthmed.sweep.run", "SweepResult"),
+    "SweepSpec": ("synthmed.sweep.spec", "SweepSpec"),
+    "prefill": ("synthmed.policies.prefill", "prefill"),
 }
 
 if TYPE_CHECKING:
@@ -50,15 +51,18 @@ if TYPE_CHECKING:
     from synthmed.generators.base import Generator
     from synthmed.models.base import ModelFactory
     from synthmed.policies.base import AugmentationPolicy
-    from synthmed.sweeps import SweepResult, SweepSpec, sweep
+    from synthmed import sweep
+    from synthmed.policies.prefill import prefill
+    from synthmed.sweep.run import SweepResult
+    from synthmed.sweep.spec import SweepSpec
     from synthmed.training import TrainResult, train
 
 
 def __getattr__(name: str) -> Any:
-    if name == "gradcam":  # the module (``synthmed.gradcam.gradcam(...)``); it shares its name with the function
+    if name in ("gradcam", "sweep"):  # packages: ``synthmed.gradcam.gradcam(...)``; ``synthmed.sweep(...)`` (callable)
         import importlib
 
-        return importlib.import_module("synthmed.gradcam")
+        return importlib.import_module(f"synthmed.{name}")
     if name in _LAZY:
         import importlib
 

@@ -51,6 +51,7 @@ class Config:
     weights: str | None = _f(None, "local weights file for pretrained models (no download)")
     # augmentation
     policy: str = _f("none", "augmentation policy plugin name")
+    policy_options: str | None = _f(None, "policy params as 'key=value,key=value' (e.g. basic: degrees=5,flip_p=0)")
     generator: str = _f(DEFAULT_GENERATOR, "synthetic-image generator (policy=synthetic)")
     synth_frac: float | None = _f(None, "synthetic share Y of the full training size; default 1 - real_frac", ge=0.0)
     variations_per_image: int = _f(1, "variations k generated per real source image (upper bound)", min=1)
@@ -82,12 +83,12 @@ class Config:
             object.__setattr__(self, "register", None)  # one spelling for "do not register"
         for f in fields(self):
             _check_field(f, getattr(self, f.name))
-        secrets = [k for k in self.generator_params() if SECRET_KEY.search(k)]
+        secrets = [k for k in (*self.generator_params(), *self.policy_params()) if SECRET_KEY.search(k)]
         if secrets:
             where = (" — `mlflow run` has already logged it as a run param: delete that run and rotate the key"
                      if os.environ.get("MLFLOW_RUN_ID") else "")
             raise SynthmedError(
-                f"generator_options must not carry secrets ({', '.join(secrets)}): options are logged and "
+                f"generator_options and policy_options must not carry secrets ({', '.join(secrets)}): options are logged and "
                 f"cached; set the provider's environment variable instead (e.g. OPENAI_API_KEY){where}"
             )
         if self.patience and not self.val_frac:
@@ -153,6 +154,10 @@ class Config:
     def generator_params(self) -> dict[str, str]:
         """``generator_options`` parsed into a dict (``'a=1,b=x'`` → ``{'a': '1', 'b': 'x'}``)."""
         return parse_options(self.generator_options, "generator_options")
+
+    def policy_params(self) -> dict[str, str]:
+        """``policy_options`` parsed into a dict, like :meth:`generator_params`."""
+        return parse_options(self.policy_options, "policy_options")
 
 
 def parse_options(text: str | None, what: str) -> dict[str, str]:

@@ -10,17 +10,16 @@ import traceback
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
+from synthmed import names
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
 
 if TYPE_CHECKING:
-    import pluggy
+    import torch
     from torch import nn
 
     from synthmed.data.base import ImageSet, Splits
     from synthmed.evaluation import Evaluation
-    from synthmed.models.base import ModelFactory
-    from synthmed.policies.base import AugmentationPolicy
 
 MODEL_ARTIFACT = "model"
 REGISTRY_ALIAS = "newest"  # every registered version takes it; aliases, not stages
@@ -99,11 +98,17 @@ class RunLogger:
             plt.close(fig)  # also when logging fails: pyplot keeps figures alive until closed
 
     # --- what train() logs -------------------------------------------------------------------------
-    def log_training_set(self, train_set: ImageSet, real: ImageSet, val: ImageSet | None, splits: Splits,
-                         policy: AugmentationPolicy) -> None:
-        import torch
+    def log_dict(self, data: dict[str, Any], path: str) -> None:
+        import mlflow
 
-        from synthmed._figures import image_grid_figure
+        mlflow.log_dict(data, path)
+
+    # --- what train() logs -------------------------------------------------------------------------
+    def log_training_set(self, train_set: ImageSet, val: ImageSet | None, splits: Splits,
+                         shown: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Sizes and class counts of what the run trains on; ``shown`` = (images, labels, synthetic
+        flags) of a few training images after the policy, drawn as a grid."""
+        from synthmed.figures import image_grid_figure
 
         counts = train_set.class_counts(splits.num_classes)
         params: dict[str, Any] = {
@@ -116,19 +121,18 @@ class RunLogger:
         }
         params.update({f"train_count_{c}": n for c, n in zip(splits.classes, counts)})
         self.log_params(params)
-        rng = torch.Generator().manual_seed(self.config.seed)
-        rows = torch.randperm(len(train_set), generator=rng)[:16]
-        shown = policy.augment(train_set.images[rows], rng)
-        fig = image_grid_figure(shown, train_set.labels[rows], splits.classes,
-                                f"training images after policy '{self.config.policy}'", train_set.synthetic[rows])
-        self.log_figure(fig, "augmented_training_images.png")
+        if shown is not None:
+            images, labels, flags = shown
+            fig = image_grid_figure(images, labels, splits.display_classes,
+                                    f"training images after policy '{self.config.policy}'", flags)
+            self.log_figure(fig, "augmented_training_images.png")
 
-    def log_evaluation(self, result: Evaluation, classes: tuple[str, ...]) -> None:
+    def log_evaluation(self, result: Evaluation, classes: tuple[str, ...], display: tuple[str, ...] = ()) -> None:
         import mlflow
 
-        from synthmed._figures import confusion_matrix_figure
+        from synthmed.figures import confusion_matrix_figure
 
-        self.log_figure(confusion_matrix_figure(result.confusion, classes), "confusion_matrix.png")
+        self.log_figure(confusion_matrix_figure(result.confusion, display or classes), "confusion_matrix.png")
         rows = ["class,support,recall,precision,f1"]
         for i, c in enumerate(classes):
             m = result.metrics
@@ -138,13 +142,6 @@ class RunLogger:
         header = "true\\pred," + ",".join(classes)
         body = [f"{c}," + ",".join(str(int(v)) for v in result.confusion[i]) for i, c in enumerate(classes)]
         mlflow.log_text("\n".join([header, *body]) + "\n", "confusion_matrix.csv")
-
-    def log_gradcam(self, model: nn.Module, factory: ModelFactory, splits: Splits, real: ImageSet,
-                    config: Config, device: str, pm: pluggy.PluginManager) -> dict[str, float]:
-        from synthmed.gradcam import log_run_gradcam
-
-        return log_run_gradcam(model=model, factory=factory, splits=splits, real=real, config=config,
-                               device=device, pm=pm)
 
     def log_model(self, model: nn.Module, splits: Splits, config: Config) -> tuple[str, str | None]:
         """Log the model (pt2, batch-dynamic input example of 2 test images) and register it."""
@@ -191,7 +188,7 @@ def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tag
             _log_run_header(active, config, splits, tags, logger)
             yield logger
         except BaseException as exc:
-            mlflow.set_tag("synthmed.error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.set_tag(names.TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
             mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
             if own_run:
                 mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -227,16 +224,16 @@ def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str,
     from synthmed import __version__
 
     all_tags = {
-        "synthmed.version": __version__,
-        "synthmed.dataset": config.dataset,
-        "synthmed.dataset_fingerprint": splits.fingerprint,
-        "synthmed.model": config.model,
-        "synthmed.policy": config.policy,
-        "synthmed.real_frac": f"{config.real_frac:g}",
+        names.TAG_VERSION: __version__,
+        names.TAG_DATASET: config.dataset,
+        names.TAG_FINGERPRINT: splits.fingerprint,
+        names.TAG_MODEL: config.model,
+        names.TAG_POLICY: config.policy,
+        names.TAG_REAL_FRAC: f"{config.real_frac:g}",
     }
     commit = active.data.tags.get("mlflow.source.git.commit") or git_commit()
     if commit:
-        all_tags["synthmed.git_commit"] = commit
+        all_tags[names.TAG_GIT_COMMIT] = commit
     mlflow.set_tags({**all_tags, **(tags or {})})
     logger.log_params(config.to_dict())  # Config refuses secrets, so all of it can be logged
     mlflow.log_text(config.to_yaml(), "config.yaml")

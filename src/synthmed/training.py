@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from synthmed.config import Config
+from synthmed.data.loading import load_splits, present, sample_real  # the run's data (re-exported here)
 from synthmed.evaluation import evaluate, predict_logits, to_input
+from synthmed.runtime import autocast_dtype, resolve_device  # where and how it computes (re-exported here)
 
 if TYPE_CHECKING:
     import pluggy
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from synthmed.data.base import ImageSet, Splits
     from synthmed.policies.base import AugmentationPolicy
 
-__all__ = ["TrainResult", "train", "to_input", "load_splits", "resolve_device"]
+__all__ = ["TrainResult", "autocast_dtype", "load_splits", "resolve_device", "sample_real", "to_input", "train"]
 
 
 @dataclass
@@ -43,71 +44,6 @@ class TrainResult:
     metrics: dict[str, float]
     model_uri: str | None
     registered_version: str | None
-
-
-# --- setup ------------------------------------------------------------------------------------------
-def load_splits(config: Config, pm: pluggy.PluginManager | None = None) -> Splits:
-    """Load the configured dataset through its plugin."""
-    from synthmed.plugins import registry
-
-    return registry("datasets", pm).get(config.dataset)().load(config)
-
-
-def resolve_device(config: Config) -> str:
-    """``config.device`` checked against this machine (``auto``: CUDA when available)."""
-    import torch
-
-    from synthmed.errors import SynthmedError
-
-    if config.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(config.device)
-    except RuntimeError:
-        raise SynthmedError(f"device={config.device!r} is not a torch device — use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count or count == 0:
-            raise SynthmedError(f"device={config.device!r} but this machine has {count} CUDA device(s) — "
-                                "use device=cpu or auto")
-    elif device.type != "cpu":
-        raise SynthmedError(f"device={config.device!r} is not supported — use auto, cpu, cuda or cuda:N")
-    return config.device
-
-
-def autocast_dtype(config: Config, device: str) -> torch.dtype | None:
-    """bf16 autocast where it pays (CUDA with bf16, CPUs with AVX-512 bf16), else fp32."""
-    import torch
-
-    if config.precision == "fp32":
-        return None
-    if config.precision == "bf16":
-        return torch.bfloat16
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if _cpu_has_bf16() else None
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def sample_real(splits: Splits, config: Config) -> tuple[ImageSet, ImageSet | None]:
-    """The stratified real sample (fraction X) and, when ``val_frac`` > 0, a validation part carved from it."""
-    from synthmed.data.sampling import split_validation, stratified_sample
-
-    rows = stratified_sample(splits.train.labels, config.real_frac, config.seed)
-    real = splits.train.subset(rows)
-    if not config.val_frac:
-        return real, None
-    train_rows, val_rows = split_validation(real.labels, config.val_frac, config.seed)
-    return real.subset(train_rows), real.subset(val_rows)
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -170,6 +106,19 @@ def fit(
     return {"epochs_run": epoch + 1, "best_epoch": best["epoch"] + 1 if best["epoch"] >= 0 else epoch + 1}
 
 
+def augmented_examples(train_set: ImageSet, policy: AugmentationPolicy, config: Config,
+                       n: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` training images after the policy (images, labels, synthetic flags), for the run's grid figure.
+
+    Drawn from their own generator (seeded by the run's seed), so showing them changes no draw of training.
+    """
+    import torch
+
+    rng = torch.Generator().manual_seed(config.seed)
+    rows = torch.randperm(len(train_set), generator=rng)[:n]
+    return policy.augment(train_set.images[rows], rng), train_set.labels[rows], train_set.synthetic[rows]
+
+
 # --- the experiment ---------------------------------------------------------------------------------
 def train(
     config: Config | None = None,
@@ -197,6 +146,8 @@ def train(
     import torch
 
     from synthmed import tracking
+    from synthmed.generators.build import generator_class
+    from synthmed.gradcam.panel import log_run_gradcam
     from synthmed.plugins import default_plugin_manager, registry
     from synthmed.policies.base import PolicyContext
 
@@ -206,20 +157,18 @@ def train(
     pm = pm or default_plugin_manager()
     # Resolve every plugin first: a typo fails before minutes of data loading.
     factory = registry("models", pm).get(config.model)()
-    policy = registry("policies", pm).get(config.policy).from_config(config)
+    policy = registry("policies", pm).get(config.policy).from_config(config, pm)
     if config.gradcam:  # the panel generates variations: refuse an external generator now, not after training
-        from synthmed.policies.synthetic import check_external
-
-        check_external(registry("generators", pm).get(config.generator), config)
+        generator_class(config, pm)
     device = resolve_device(config)
-    splits = splits if splits is not None else load_splits(config, pm)
+    splits = present(splits, config, pm) if splits is not None else load_splits(config, pm)
 
     with tracking.run(config, splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
         real, val = sample_real(splits, config)
         ctx = PolicyContext(config, splits, pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
                             log_artifact=logger.log_artifact)
         train_set = policy.training_set(real, ctx)
-        logger.log_training_set(train_set, real, val, splits, policy)
+        logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, policy, config))
 
         torch.manual_seed(config.seed)
         model = factory.create(splits.num_classes, config.image_size, config).to(device)
@@ -233,9 +182,10 @@ def train(
         result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
         metrics = {f"test_{k}": v for k, v in result.metrics.items()}
         logger.log_metrics(metrics)
-        logger.log_evaluation(result, splits.classes)
+        logger.log_evaluation(result, splits.classes, splits.display_classes)
 
         if config.gradcam:
-            metrics.update(logger.log_gradcam(model, factory, splits, real, config, device, pm))
+            metrics.update(log_run_gradcam(model=model, factory=factory, splits=splits, real=real, config=config,
+                                           device=device, sink=logger, pm=pm))
         model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
         return TrainResult(logger.run_id, metrics, model_uri, version)

@@ -46,6 +46,9 @@ class AlzheimerMRI(Dataset):
 
     name = "alzheimer_mri"
     may_download = True
+    display_names = {"Mild_Demented": "Mild", "Moderate_Demented": "Moderate", "Non_Demented": "Non",
+                     "Very_Mild_Demented": "Very mild"}
+    gradcam_classes = ("Moderate_Demented", "Non_Demented")  # the two ends of the scale (thesis Chapter 3.2)
 
     def load(self, config: Config) -> Splits:
         local = local_dir(config)

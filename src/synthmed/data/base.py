@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +74,16 @@ class Splits:
     classes: tuple[str, ...]
     fingerprint: str
     meta: dict[str, Any] = field(default_factory=dict)  # logged as params/tags (source, skipped files, ...)
+    #: short class names for figures, in label order (set from the dataset plugin by ``load_splits``)
+    display_classes: tuple[str, ...] = ()
+    #: the classes Grad-CAM shows when none are named (set from the dataset plugin by ``load_splits``)
+    gradcam_classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.display_classes:
+            self.display_classes = tuple(Dataset.display_name(c) for c in self.classes)
+        if not self.gradcam_classes:
+            self.gradcam_classes = tuple(self.classes)
 
     @property
     def num_classes(self) -> int:
@@ -90,6 +100,22 @@ class Dataset(ABC):
     name: ClassVar[str]
     #: True when loading may reach the network (a hub); used in error messages and docs.
     may_download: ClassVar[bool] = False
+
+    #: short names for figures, by class name; a class not listed shows with ``_`` as spaces
+    display_names: ClassVar[Mapping[str, str]] = {}
+    #: the classes Grad-CAM shows by default when the dataset has them all (``None``: every class)
+    gradcam_classes: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def display_name(cls, class_name: str) -> str:
+        """How figures label ``class_name``."""
+        return cls.display_names.get(class_name, class_name.replace("_", " "))
+
+    @classmethod
+    def default_gradcam_classes(cls, classes: Sequence[str]) -> tuple[str, ...]:
+        """:attr:`gradcam_classes` when ``classes`` holds them all, else every class."""
+        wanted = cls.gradcam_classes
+        return tuple(wanted) if wanted and set(wanted) <= set(classes) else tuple(classes)
 
     @abstractmethod
     def load(self, config: Config) -> Splits:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
 
-from synthmed.config import parse_bool
-from synthmed.errors import SynthmedError
 
 if TYPE_CHECKING:
     import torch
@@ -39,25 +36,14 @@ class Generator(ABC):
 
     @classmethod
     def from_config(cls, config: Config) -> Generator:
-        """Build the generator for a run from ``config.generator_params()`` (strings)."""
-        options = config.generator_params()
-        params = inspect.signature(cls.__init__).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        accepted = [n for n, p in params.items() if n != "self" and p.kind in named]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown and not takes_any:
-            raise SynthmedError(
-                f"generator {cls.name!r} does not take option(s) {', '.join(map(repr, unknown))} — "
-                f"accepted: {', '.join(accepted) or 'none'}"
-            )
-        missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in options]
-        if missing:
-            raise SynthmedError(
-                f"generator {cls.name!r} needs option(s) {', '.join(missing)} — pass them as "
-                f"--generator-options '{missing[0]}=...' (or -P generator_options=...)"
-            )
-        return cls(**options)
+        """Build the generator for a run from ``config.generator_params()`` (strings).
+
+        Callers use :func:`synthmed.generators.build.build_generator`, which also checks the
+        external-data opt-in and binds the class names.
+        """
+        from synthmed.options import construct
+
+        return construct(cls, config.generator_params(), kind="generator", field="generator_options")
 
     @property
     def cost_per_image_usd(self) -> float | None:
@@ -156,28 +142,6 @@ def coerce_option(
         high: inclusive upper bound for numbers.
         choices: allowed values for strings.
     """
-    text = str(value).strip()
-    try:
-        if kind is bool:
-            out: Any = parse_bool(value)
-        elif kind is int:
-            out = int(value) if isinstance(value, int) else int(text)
-        elif kind is float:
-            out = float(value) if isinstance(value, (int, float)) else float(text)
-            if out != out or out in (float("inf"), float("-inf")):
-                raise ValueError
-        else:
-            out = text
-    except ValueError:
-        raise SynthmedError(
-            f"generator {generator!r}: option {key}={value!r} is not a valid {kind.__name__}"
-        ) from None
-    if kind in (int, float) and ((low is not None and out < low) or (high is not None and out > high)):
-        bounds = " and ".join(p for p in (f">= {low}" if low is not None else "",
-                                          f"<= {high}" if high is not None else "") if p)
-        raise SynthmedError(f"generator {generator!r}: option {key}={value!r} is out of range — allowed: {bounds}")
-    if choices is not None and out not in choices:
-        raise SynthmedError(
-            f"generator {generator!r}: option {key}={value!r} is not allowed — choose one of {', '.join(choices)}"
-        )
-    return out
+    from synthmed.options import coerce_value
+
+    return coerce_value(f"generator {generator!r}", key, value, kind, low=low, high=high, choices=choices)

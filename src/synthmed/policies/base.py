@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 if TYPE_CHECKING:
+    import pluggy
     import torch
 
     from synthmed.config import Config
@@ -45,9 +46,19 @@ class AugmentationPolicy(ABC):
     name: ClassVar[str]
 
     @classmethod
-    def from_config(cls, config: Config) -> AugmentationPolicy:
-        """Build the policy for a run; override to read policy params from the config."""
-        return cls()
+    def from_config(cls, config: Config, pm: pluggy.PluginManager | None = None) -> AugmentationPolicy:
+        """Build the policy for a run from ``config.policy_params()`` (strings, as ``__init__`` keywords).
+
+        Args:
+            config: the run's config.
+            pm: the plugin manager the run uses, for policies that look up other plugins by
+                name (the synthetic policy's generator and base policy).
+
+        Override to read more of the config; unknown options are refused naming the accepted ones.
+        """
+        from synthmed.options import construct
+
+        return construct(cls, config.policy_params(), kind="policy", field="policy_options")
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
         """The set to train on, built once per run from the sampled ``real`` images."""

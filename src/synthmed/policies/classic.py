@@ -57,8 +57,14 @@ class BasicAugmentation(AugmentationPolicy):
         brightness: float = 0.1,
         contrast: float = 0.1,
     ):
-        self.flip_p, self.degrees, self.translate, self.scale = flip_p, degrees, translate, scale
-        self.brightness, self.contrast = brightness, contrast
+        from synthmed.options import coerce_value
+
+        def number(key: str, value: object, high: float) -> float:  # options arrive as strings
+            return coerce_value(f"policy {self.name!r}", key, value, float, low=0.0, high=high)
+
+        self.flip_p, self.degrees = number("flip_p", flip_p, 1.0), number("degrees", degrees, 180.0)
+        self.translate, self.scale = number("translate", translate, 0.5), number("scale", scale, 0.9)
+        self.brightness, self.contrast = number("brightness", brightness, 1.0), number("contrast", contrast, 1.0)
 
     def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         import torch

@@ -25,26 +25,6 @@ if TYPE_CHECKING:
     from synthmed.generators.base import Generator
 
 
-def build_generator(config: Config, pm: pluggy.PluginManager | None, classes: tuple[str, ...] = ()) -> Generator:
-    """The configured generator, refusing one that sends images off this machine without the opt-in."""
-    from synthmed.plugins import registry
-
-    cls = registry("generators", pm).get(config.generator)
-    check_external(cls, config)
-    generator = cls.from_config(config)
-    generator.bind(classes)
-    return generator
-
-
-def check_external(cls: type[Generator], config: Config) -> None:
-    if cls.sends_data_off_machine and not config.allow_external:
-        raise SynthmedError(
-            f"generator {cls.name!r} sends the source images (patient scans) to a third-party service; "
-            "opt in explicitly with --allow-external (mlflow run: -P allow_external=true), "
-            "or use a local generator such as generator=elastic"
-        )
-
-
 def plan_for(real: ImageSet, full_train: ImageSet, num_classes: int, config: Config) -> SyntheticPlan:
     """The run's synthetic plan: counts per class from the full split, sources from ``real`` only."""
     total = synthetic_total(len(full_train), len(real), config.synth_frac)
@@ -58,33 +38,39 @@ class SyntheticPolicy(AugmentationPolicy):
 
     name = "synthetic"
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, pm: pluggy.PluginManager | None = None):
         if config.base_policy == self.name:
             raise SynthmedError("base_policy='synthetic' is not allowed — choose a classic policy (or none)")
         self.config = config
+        self._pm = pm
         self._base: AugmentationPolicy | None = None
 
     @classmethod
-    def from_config(cls, config: Config) -> SyntheticPolicy:
-        """Check what can be checked before data loading: base policy, generator opt-in and options."""
-        from synthmed.plugins import registry
+    def from_config(cls, config: Config, pm: pluggy.PluginManager | None = None) -> SyntheticPolicy:
+        """Check what can be checked before data loading: base policy, generator opt-in and options.
 
-        generators = registry("generators")
-        if config.generator in generators:  # a generator only a custom plugin manager knows is checked later
-            check_external(generators.get(config.generator), config)
-            generators.get(config.generator).from_config(config)
-        return cls(config)
+        Its settings are Config fields (``synth_frac``, ``mix``, ``balance``...), so it takes no
+        ``policy_options``.
+        """
+        from synthmed.generators.build import build_generator
+        from synthmed.options import construct
+
+        build_generator(config, pm)  # refuses an off-machine generator without opt-in, and bad options
+        return construct(cls, config.policy_params(), kind="policy", field="policy_options",
+                         fixed={"config": config, "pm": pm})
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
         import torch
 
         from synthmed.data.base import ImageSet
+        from synthmed.generators.build import build_generator
         from synthmed.generators.cache import GenerationCache, fill
         from synthmed.plugins import registry
 
         config = ctx.config
-        generator = build_generator(config, ctx.pm, ctx.splits.classes)
-        self._resolve_base(ctx.pm)
+        self._pm = ctx.pm if ctx.pm is not None else self._pm
+        generator = build_generator(config, self._pm, ctx.splits.classes)
+        self._resolve_base()
         plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, config)
         result = fill(GenerationCache.from_config(config), generator, real.images, real.labels, plan.requests,
                       quiet=config.quiet)
@@ -98,7 +84,7 @@ class SyntheticPolicy(AugmentationPolicy):
         ctx.log_params({
             "synthetic_real_images": len(real),
             "synthetic_images": len(synth),
-            "synthetic_generator_provider": registry("generators", ctx.pm).provider(generator.name),
+            "synthetic_generator_provider": registry("generators", self._pm).provider(generator.name),
             "synthetic_generator_params": json.dumps(generator.output_params(), sort_keys=True, default=str),
             "synthetic_sends_data_off_machine": generator.sends_data_off_machine,
             "synthetic_per_class": json.dumps(plan.counts),
@@ -118,14 +104,15 @@ class SyntheticPolicy(AugmentationPolicy):
 
     def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         if self._base is None and self.config.base_policy != "none":
-            self._resolve_base(None)
+            self._resolve_base()
         return images if self._base is None else self._base.augment(images, rng)
 
-    def _resolve_base(self, pm: pluggy.PluginManager | None) -> None:
+    def _resolve_base(self) -> None:
         from synthmed.plugins import registry
 
         if self.config.base_policy != "none":
-            self._base = registry("policies", pm).get(self.config.base_policy).from_config(self.config)
+            base = registry("policies", self._pm).get(self.config.base_policy)
+            self._base = base.from_config(self.config.replace(policy_options=None), self._pm)
 
 
 def refuse_test_images(synth: ImageSet, test: ImageSet, generator: str) -> None:

@@ -16,11 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
+from synthmed import names
+from synthmed.errors import SynthmedError
+
 if TYPE_CHECKING:
     import pluggy
 
     from synthmed.data.base import Splits
-    from synthmed.sweeps import Task
+    from synthmed.sweep.spec import Task
 
 _SPLITS: Splits | None = None  # the dataset of a worker process, loaded once by _init_worker
 
@@ -35,7 +38,7 @@ class Outcome:
     error: str | None = None  # formatted traceback when it failed
 
 
-class SweepError(RuntimeError):
+class SweepError(SynthmedError):
     """A simulation failed and the sweep was asked to stop (``fail_fast``)."""
 
     def __init__(self, outcome: Outcome):
@@ -67,7 +70,7 @@ def _record_failure(task: Task, parent_run_id: str, exc: BaseException, error: s
     """The FAILED child run of this attempt: train's own (it records errors), or a new one."""
     import mlflow
 
-    from synthmed.sweeps import TAG_CELL, TAG_ID, TAG_SIMULATION
+    from synthmed.sweep.spec import TAG_CELL, TAG_ID, TAG_SIMULATION
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
@@ -78,7 +81,7 @@ def _record_failure(task: Task, parent_run_id: str, exc: BaseException, error: s
         return runs[0].info.run_id
     # train() failed before it opened a run (e.g. a plugin's from_config): record one here
     tags = {**task.tags, "mlflow.parentRunId": parent_run_id,
-            "synthmed.error": f"{type(exc).__name__}: {exc}"[:5000]}
+            names.TAG_ERROR: f"{type(exc).__name__}: {exc}"[:5000]}
     run_id = client.create_run(experiment_id, run_name=task.run_name, tags=tags).info.run_id
     client.log_text(run_id, error, "error.txt")
     client.set_terminated(run_id, "FAILED")

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from synthmed.names import SWEEP_METRICS as METRICS  # the metrics summarised, headline first
+from synthmed.sweep.spec import frac_label  # re-exported: how fractions are written
+
 if TYPE_CHECKING:
     import pandas as pd
 
 N_BOOT = 2000
-METRICS = ("test_cross_entropy", "test_accuracy", "test_macro_f1")
 
 
 def bootstrap_ci(
@@ -191,11 +193,6 @@ def pairs_table(
     rows.sort(key=lambda r: r["kind"] != "policy")  # policy comparisons first (stable otherwise)
     columns = ["model", "kind", "policy", "baseline_policy", "real_frac", "baseline_frac", "name"]
     return pd.DataFrame(rows, columns=None if rows else columns)
-
-
-def frac_label(frac: float) -> str:
-    """The text of a real fraction in tags and metric names (``0.3``, ``1``), as ``train`` tags runs."""
-    return f"{float(frac):g}"
 
 
 def cell_prefix(model: str, policy: str, frac: float) -> str:

@@ -1,4 +1,4 @@
-"""The computation behind :mod:`synthmed.gradcam`: hooks, maps and per-pair numbers for a batch.
+"""Grad-CAM's computation: hooks, maps and per-pair numbers for a batch (tensors in, maps out).
 
 :func:`cam_session` wraps a pytorch-grad-cam method so that nothing leaks into the model;
 :func:`build_panels` turns a pool of real images and a generator into per-class panels and
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from synthmed._cam_figures import ClassPanel
+    from synthmed.gradcam.figures import ClassPanel
     from synthmed.data.base import ImageSet
     from synthmed.generators.base import Generator
     from synthmed.generators.cache import GenerationCache
@@ -163,6 +163,7 @@ def build_panels(
     method: str = "gradcam",
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     quiet: bool = True,
+    display: Sequence[str] | None = None,
 ) -> tuple[list[ClassPanel], list[dict[str, Any]]]:
     """Pick pairs, generate variations, compute probabilities, maps and per-pair metrics.
 
@@ -180,18 +181,30 @@ def build_panels(
         method: a key of :data:`METHODS`.
         reshape_transform: token sequence → map, for transformers.
         quiet: no generation progress bar.
+        display: the class names figures show (the dataset's short names; default ``classes``).
 
     Returns:
         One :class:`ClassPanel` per class in ``names`` and one record per pair (the numbers
-        :func:`synthmed._cam_metrics.summarize` averages). A pair whose variation the generator
-        refused is dropped.
+        :func:`synthmed.gradcam.metrics.summarize` averages). A pair whose variation the
+        generator refused is dropped.
     """
-    import numpy as np
     import torch
 
-    from synthmed._cam_figures import ClassPanel
-    from synthmed._cam_metrics import agreement, faithfulness, finite_or_none, is_empty
     from synthmed.evaluation import to_input
+
+    picked, synthetic = _pairs(pool, classes, names, pairs, seed, generator, cache, quiet)
+    rows = torch.cat(picked)
+    labels = pool.labels[rows]  # (N,)
+    x = to_input(torch.cat([pool.images[rows], synthetic]).to(device))  # (2N, 1, H, W) float in [0, 1]
+    y = torch.cat([labels, labels]).tolist()
+    maps = _maps(model, layers, x, y, method=method, reshape_transform=reshape_transform, seed=seed)
+    return _assemble(pool, classes, tuple(display or classes), names, picked, x, maps)
+
+
+def _pairs(pool: ImageSet, classes: tuple[str, ...], names: Sequence[str], pairs: int, seed: int,
+           generator: Generator, cache: GenerationCache, quiet: bool) -> tuple[list[Any], torch.Tensor]:
+    """Per class, the source rows kept (refused variations dropped), and their variations in that order."""
+    import torch
 
     picked = _pick(pool, classes, names, pairs, seed)
     made = _variations(generator, pool, torch.cat(picked), cache=cache, quiet=quiet)
@@ -200,12 +213,17 @@ def build_panels(
         if not len(sel):
             raise SynthmedError(f"generator {generator.name!r} refused every variation of class {name!r} — "
                                 "try another generator (--generator) or more pairs")
-    rows = torch.cat(picked)
-    labels = pool.labels[rows]  # (N,)
-    real = pool.images[rows]  # (N, 1, H, W) uint8
-    synthetic = torch.stack([made[int(r)] for r in rows])  # (N, 1, H, W) uint8
-    x = to_input(torch.cat([real, synthetic]).to(device))  # (2N, 1, H, W) float in [0, 1]
-    y = torch.cat([labels, labels]).tolist()
+    return picked, torch.stack([made[int(r)] for r in torch.cat(picked)])  # (N, 1, H, W) uint8
+
+
+def _maps(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, y: list[int], *, method: str,
+          reshape_transform: Any, seed: int) -> dict[str, np.ndarray]:
+    """Probabilities, maps for the true and the predicted class, and ROAD faithfulness of ``x``."""
+    import numpy as np
+    import torch
+
+    from synthmed.gradcam.metrics import faithfulness
+
     with cam_session(model, layers, reshape_transform=reshape_transform, method=method) as maps:
         cam_true, logits = maps(x, y)  # (2N, H, W), (2N, C)
         probs = logits.float().softmax(1).cpu().numpy()
@@ -215,32 +233,49 @@ def build_panels(
         if len(wrong):
             cam_pred[wrong] = maps(x[torch.from_numpy(wrong).to(x.device)], pred[wrong].tolist())[0]
         faith = faithfulness(model, x, cam_pred, pred.tolist(), seed=seed)  # (2N,)
-    n, images = len(rows), x[:, 0].cpu().numpy()  # (2N, H, W)
+    return {"cam_true": cam_true, "cam_pred": cam_pred, "probs": probs, "faith": faith}
+
+
+def _assemble(pool: ImageSet, classes: tuple[str, ...], display: tuple[str, ...], names: Sequence[str],
+              picked: list[Any], x: torch.Tensor, maps: dict[str, np.ndarray]) -> tuple[list[ClassPanel], list[dict[str, Any]]]:
+    """Cut the batch back into one panel per class and one record per pair."""
+    from synthmed.gradcam.figures import ClassPanel
+
+    cam_true, cam_pred, probs, faith = maps["cam_true"], maps["cam_pred"], maps["probs"], maps["faith"]
+    n, images = sum(len(sel) for sel in picked), x[:, 0].cpu().numpy()  # (2N, H, W)
     panels, records, start = [], [], 0
     for name, sel in zip(names, picked):
         k, part = len(sel), slice(start, start + len(sel))
         syn = slice(n + start, n + start + k)
         start += k
-        panel = ClassPanel(name, classes.index(name), classes, images[part], images[syn], probs[part],
+        panel = ClassPanel(name, classes.index(name), display, images[part], images[syn], probs[part],
                            probs[syn], cam_true[part], cam_pred[part], cam_true[syn], cam_pred[syn],
                            pool.index[sel].numpy())
-        same = agreement(panel.cam_real_true, panel.cam_synthetic_true)
-        other = agreement(panel.cam_real_true, panel.cam_real_true[[(i + 1) % k for i in range(k)]])
-        for i in range(k):
-            records.append({
-                "class": name, "source_row": int(panel.source_rows[i]),
-                "pred_real": classes[int(panel.probs_real[i].argmax())],
-                "pred_synthetic": classes[int(panel.probs_synthetic[i].argmax())],
-                "p_true_real": float(panel.probs_real[i, panel.label]),
-                "p_true_synthetic": float(panel.probs_synthetic[i, panel.label]),
-                "agreement_pearson": finite_or_none(same["pearson"][i]),
-                "agreement_top20_iou": finite_or_none(same["top20_iou"][i]),
-                "baseline_pearson": finite_or_none(other["pearson"][i]) if k > 1 else None,
-                "baseline_top20_iou": finite_or_none(other["top20_iou"][i]) if k > 1 else None,
-                "faithfulness_real": float(faith[part][i]),
-                "faithfulness_synthetic": float(faith[syn][i]),
-                "empty_share_real": float(is_empty(panel.cam_real_true[i])),
-                "empty_share_synthetic": float(is_empty(panel.cam_synthetic_true[i])),
-            })
+        records += _records(panel, classes, faith[part], faith[syn])
         panels.append(panel)
     return panels, records
+
+
+def _records(panel: ClassPanel, classes: tuple[str, ...], faith_real: np.ndarray,
+             faith_synthetic: np.ndarray) -> list[dict[str, Any]]:
+    """The numbers of each pair of one class (agreement against a same-class real baseline)."""
+    from synthmed.gradcam.metrics import agreement, finite_or_none, is_empty
+
+    k = len(panel)
+    same = agreement(panel.cam_real_true, panel.cam_synthetic_true)
+    other = agreement(panel.cam_real_true, panel.cam_real_true[[(i + 1) % k for i in range(k)]])
+    return [{
+        "class": panel.class_name, "source_row": int(panel.source_rows[i]),
+        "pred_real": classes[int(panel.probs_real[i].argmax())],
+        "pred_synthetic": classes[int(panel.probs_synthetic[i].argmax())],
+        "p_true_real": float(panel.probs_real[i, panel.label]),
+        "p_true_synthetic": float(panel.probs_synthetic[i, panel.label]),
+        "agreement_pearson": finite_or_none(same["pearson"][i]),
+        "agreement_top20_iou": finite_or_none(same["top20_iou"][i]),
+        "baseline_pearson": finite_or_none(other["pearson"][i]) if k > 1 else None,
+        "baseline_top20_iou": finite_or_none(other["top20_iou"][i]) if k > 1 else None,
+        "faithfulness_real": float(faith_real[i]),
+        "faithfulness_synthetic": float(faith_synthetic[i]),
+        "empty_share_real": float(is_empty(panel.cam_real_true[i])),
+        "empty_share_synthetic": float(is_empty(panel.cam_synthetic_true[i])),
+    } for i in range(k)]

@@ -1,4 +1,7 @@
-"""Matplotlib figures a run logs (Agg backend; no display needed)."""
+"""Matplotlib figures a run logs (Agg backend; no display needed). Drawing only: no MLflow here.
+
+Class names arrive as the dataset's display names (``Splits.display_classes``).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ def pyplot() -> Any:
 
 
 def confusion_matrix_figure(confusion: np.ndarray, classes: Sequence[str], title: str = "Test confusion matrix") -> Figure:
-    """Counts with row-normalised colour (recall per true class)."""
+    """Counts with row-normalised colour (recall per true class); ``classes`` as they should read."""
     import numpy as np
 
     plt = pyplot()
@@ -29,9 +32,8 @@ def confusion_matrix_figure(confusion: np.ndarray, classes: Sequence[str], title
     norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
     fig, ax = plt.subplots(figsize=(1.6 * len(classes) + 2, 1.4 * len(classes) + 1.5))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    short = [c.replace("_Demented", "").replace("_", " ") for c in classes]
-    ax.set_xticks(range(len(classes)), short, rotation=30, ha="right")
-    ax.set_yticks(range(len(classes)), short)
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for i in range(len(classes)):
@@ -57,7 +59,7 @@ def image_grid_figure(
         if k >= n:
             continue
         ax.imshow(images[k, 0].numpy(), cmap="gray", vmin=0, vmax=255)
-        name = classes[int(labels[k])].replace("_Demented", "")
+        name = classes[int(labels[k])]
         if flags is not None and bool(flags[k]):
             name += " (syn)"
         ax.set_title(name, fontsize=7)

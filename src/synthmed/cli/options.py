@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import typing
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 
 from synthmed.config import Config
 
-def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one ``--option`` per Config field (default ``None`` = "not given")."""
+def config_options(func: Callable[..., Any] | None = None, *,
+                   only: Sequence[str] | None = None) -> Any:
+    """Add one ``--option`` per Config field (default ``None`` = "not given").
+
+    Used bare (``@config_options``) it adds every field; ``@config_options(only=[...])`` adds the
+    named fields only (``synthmed generate`` takes what decides a synthetic run's images).
+    """
+    if func is None:
+        return lambda f: config_options(f, only=only)
+    unknown = set(only or ()) - set(Config.field_names())
+    if unknown:
+        raise ValueError(f"config_options(only=...) names unknown Config fields: {sorted(unknown)}")
     hints = typing.get_type_hints(Config)
     for f in reversed(fields(Config)):
+        if only is not None and f.name not in only:
+            continue
         tp = hints[f.name]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         base = args[0] if args else tp

@@ -8,15 +8,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthmed._figures import pyplot
+from synthmed.figures import pyplot
+from synthmed.names import HEADLINE
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from synthmed.report import SweepData
+    from synthmed.sweep.results import SweepData
 
-HEADLINE = "test_cross_entropy"
 DEFINITIONS = (
     "Each cell is one (model, policy, real fraction); each simulation *i* uses the same seed in every "
     "cell, so every policy at a real fraction trains on the same stratified real sample (paired design). "

@@ -1,4 +1,4 @@
-"""``synthmed sweep`` and ``synthmed report`` (added to the ``synthmed`` group by :mod:`synthmed.cli`)."""
+"""``synthmed sweep`` and ``synthmed report``: Chapter 7's repeated simulations from the command line."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from typing import Any
 
 import click
 
-from synthmed._cli_options import BOOL, build_config, config_options
+from synthmed.cli.options import BOOL, build_config, config_options
 from synthmed.config import parse_bool
-from synthmed.errors import SynthmedError
 
 # Config fields the sweep sets per child run: they have list options (or none) here instead.
 _SWEPT = {"model": "--models", "policy": "--policies", "real_frac": "--real-fracs", "seed": "--seed",
@@ -60,8 +59,7 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
 
     Rerunning the same command resumes: finished simulations are found in MLflow and skipped.
     """
-    from synthmed._executors import SweepError
-    from synthmed.sweeps import sweep
+    from synthmed.sweep import sweep
 
     for item in settings:
         key, sep, value = item.partition("=")
@@ -74,13 +72,10 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
         given[key] = value.strip()
     flags = {name: (given.pop(name, None), given.pop(f"no_{name}", False)) for name in _OFF_IN_SWEEPS}
     on = {name: _is_true(value) and not off for name, (value, off) in flags.items()}  # default off here
-    try:
-        config = build_config(config_file, given)
-        result = sweep(config, models=models, policies=policies, real_fracs=real_fracs, simulations=simulations,
-                       seed=seed, **on, workers=workers, executor=executor, address=address or None,
-                       gpus_per_task=gpus_per_task, fail_fast=_is_true(fail_fast))
-    except (SynthmedError, SweepError) as exc:
-        raise click.ClickException(str(exc)) from None
+    config = build_config(config_file, given)
+    result = sweep(config, models=models, policies=policies, real_fracs=real_fracs, simulations=simulations,
+                   seed=seed, **on, workers=workers, executor=executor, address=address or None,
+                   gpus_per_task=gpus_per_task, fail_fast=_is_true(fail_fast))
     click.echo(f"sweep {result.sweep_id}  parent run {result.parent_run_id}  "
                f"ran {result.ran}, found {result.skipped} finished, {len(result.failed)} failed")
     _echo_summary(result.summary)
@@ -93,12 +88,9 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Also write the report to this folder.")
 def report_command(run_id: str, output: str | None) -> None:
     """Rebuild a sweep's summary, figures and report from MLflow and log them to its parent RUN_ID."""
-    from synthmed.report import publish
+    from synthmed.sweep.report import publish
 
-    try:
-        published = publish(run_id, output=output)
-    except SynthmedError as exc:
-        raise click.ClickException(str(exc)) from None
+    published = publish(run_id, output=output)
     data = published.data
     click.echo(f"sweep {data.sweep_id}: {len(data.results)} simulations finished, {data.failed} missing")
     _echo_summary(published.summary)
@@ -106,7 +98,7 @@ def report_command(run_id: str, output: str | None) -> None:
 
 
 def _echo_summary(summary: Any) -> None:
-    key = "test_cross_entropy"
+    from synthmed.names import HEADLINE as key
     for r in summary.to_dict("records"):
         if f"{key}.median" not in r:
             continue

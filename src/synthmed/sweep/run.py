@@ -1,4 +1,4 @@
-"""Repeated simulations (Chapter 7): models × policies × real fractions × N, resumable, in MLflow.
+"""Running a sweep (Chapter 7): models × policies × real fractions × N, resumable, in MLflow.
 
 A sweep is one MLflow parent run with one child run per (cell, simulation). Simulation ``i``
 gets the seed :func:`simulation_seed` ``(sweep seed, i)`` in *every* cell, so all policies and
@@ -17,9 +17,12 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from synthmed import names
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
-from synthmed.stats import frac_label
+from synthmed.sweep.spec import TAG_CELL, TAG_ID, TAG_SIMULATION, TAG_SIMULATIONS, TAG_SWEEP, Cell, SweepSpec, Task
+
+EXECUTORS = ("local", "ray")
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,103 +30,7 @@ if TYPE_CHECKING:
 
     from synthmed.data.base import Splits
 
-__all__ = ["Cell", "SweepResult", "SweepSpec", "Task", "simulation_seed", "sweep"]
-
-TAG_SWEEP, TAG_ID, TAG_SIMULATIONS = "synthmed.sweep", "synthmed.sweep_id", "synthmed.simulations"
-TAG_CELL, TAG_SIMULATION = "synthmed.cell", "synthmed.simulation"
-EXECUTORS = ("local", "ray")
-# Fields a sweep sets per child, or that do not change results (where data live, display, device).
-_NOT_IN_SPEC = ("model", "policy", "real_frac", "seed", "register", "gradcam", "log_model", "quiet",
-                "experiment", "device", "data_dir", "cache_dir")
-
-
-def simulation_seed(sweep_seed: int, simulation: int) -> int:
-    """The seed of simulation ``i``: a function of (sweep seed, i) only, in ``[0, 2**31)``."""
-    digest = hashlib.sha256(f"synthmed.sweep/{sweep_seed}/{simulation}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**31
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One configuration of a sweep."""
-
-    model: str
-    policy: str
-    real_frac: float
-
-    @property
-    def label(self) -> str:
-        """``cnn|synthetic|0.3``: the ``synthmed.cell`` tag of its runs."""
-        return f"{self.model}|{self.policy}|{frac_label(self.real_frac)}"
-
-
-@dataclass(frozen=True)
-class Task:
-    """One simulation of one cell: the config to train and how its run is tagged."""
-
-    cell: Cell
-    simulation: int
-    config: Config
-    tags: dict[str, str]
-    run_name: str
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """What a sweep runs. ``simulations`` is not part of its identity: raise it to extend a sweep."""
-
-    base: Config
-    models: tuple[str, ...]
-    policies: tuple[str, ...]
-    real_fracs: tuple[float, ...]
-    simulations: int
-    seed: int = 0
-    gradcam: bool = False
-    log_model: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("models", "policies", "real_fracs"):
-            values = getattr(self, name)
-            if not values:
-                raise SynthmedError(f"sweep {name} is empty — give at least one value")
-            if len(set(values)) != len(values):
-                raise SynthmedError(f"sweep {name}={list(values)} lists a value twice")
-        if self.simulations < 1 or self.seed < 0:
-            raise SynthmedError(f"simulations={self.simulations} must be >= 1 and seed={self.seed} >= 0")
-        for frac in self.real_fracs:
-            self.base.replace(real_frac=frac)  # validates the range with Config's message
-
-    def params(self) -> dict[str, str]:
-        """The spec as MLflow params of the parent run (and the input of :attr:`sweep_id`)."""
-        values = {k: v for k, v in self.base.to_dict().items() if k not in _NOT_IN_SPEC}
-        out = {k: "None" if v is None else str(v) for k, v in values.items()}
-        out.update(models=",".join(self.models), policies=",".join(self.policies),
-                   real_fracs=",".join(frac_label(f) for f in self.real_fracs), sweep_seed=str(self.seed))
-        return out
-
-    @property
-    def sweep_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:16]
-
-    def cells(self) -> list[Cell]:
-        return [Cell(m, p, f) for m in self.models for p in self.policies for f in self.real_fracs]
-
-    def tasks(self) -> list[Task]:
-        """Every (cell, simulation), simulation-major, so an interrupted sweep stays balanced."""
-        sweep_id = self.sweep_id
-        out = []
-        for i in range(self.simulations):
-            for cell in self.cells():
-                config = self.base.replace(model=cell.model, policy=cell.policy, real_frac=cell.real_frac,
-                                           seed=simulation_seed(self.seed, i), register="none",
-                                           gradcam=self.gradcam, log_model=self.log_model, quiet=True)
-                tags = {TAG_ID: sweep_id, TAG_CELL: cell.label, "synthmed.model": cell.model,
-                        "synthmed.policy": cell.policy, "synthmed.real_frac": frac_label(cell.real_frac),
-                        TAG_SIMULATION: str(i)}
-                name = f"{cell.model}-{cell.policy}-{frac_label(cell.real_frac)}-s{i:03d}"
-                out.append(Task(cell, i, config, tags, name))
-        return out
-
+__all__ = ["Cell", "SweepResult", "SweepSpec", "Task", "sweep"]
 
 @dataclass
 class SweepResult:
@@ -185,9 +92,9 @@ def sweep(
     Returns:
         The parent run id, sweep id, summary and pairs tables and this call's counts.
     """
-    from synthmed import report
-    from synthmed._executors import SweepError, execute, progress
-    from synthmed.training import load_splits
+    from synthmed.data.loading import load_splits
+    from synthmed.sweep import report
+    from synthmed.sweep.executors import SweepError, execute, progress
 
     base = (config or Config()).replace(**overrides)
     spec = SweepSpec(base, _as_list(models, base.model, str), _as_list(policies, base.policy, str),
@@ -253,14 +160,14 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
         parent_id = found[0].info.run_id
         client.update_run(parent_id, status="RUNNING")
         if launcher and launcher != parent_id:
-            client.set_tag(launcher, "synthmed.resumed_sweep", parent_id)
+            client.set_tag(launcher, names.TAG_RESUMED_SWEEP, parent_id)
     elif launcher:
         parent_id = launcher
     else:
         parent_id = client.create_run(experiment_id, run_name=f"sweep-{spec.sweep_id[:8]}").info.run_id
     given = client.get_run(parent_id).data.params  # `mlflow run` logged its -P values as spelled
     tags = {TAG_SWEEP: "1", TAG_ID: spec.sweep_id, TAG_SIMULATIONS: str(spec.simulations),
-            "synthmed.gradcam": str(spec.gradcam), "synthmed.log_model": str(spec.log_model)}
+            names.TAG_SWEEP_GRADCAM: str(spec.gradcam), names.TAG_SWEEP_LOG_MODEL: str(spec.log_model)}
     params = [mlflow.entities.Param(k, v) for k, v in spec.params().items() if k not in given]
     client.log_batch(parent_id, params=params, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
     client.log_text(parent_id, json.dumps({**spec.params(), "simulations": spec.simulations}, indent=2),
@@ -273,14 +180,14 @@ def _finished(client: Any, parent_id: str, sweep_id: str) -> set[tuple[str, int]
 
     Children left RUNNING by an interrupted earlier call are marked KILLED (they will rerun).
     """
-    from synthmed.report import child_runs
+    from synthmed.sweep.results import child_runs
 
     done = set()
     for run in child_runs(client, parent_id, sweep_id):
         key = (run.data.tags.get(TAG_CELL, ""), int(run.data.tags.get(TAG_SIMULATION, -1)))
-        if run.info.status == "FINISHED" and "test_cross_entropy" in run.data.metrics:
+        if run.info.status == "FINISHED" and names.HEADLINE in run.data.metrics:
             done.add(key)
         elif run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "synthmed.error", "interrupted: the sweep stopped before this run ended")
+            client.set_tag(run.info.run_id, names.TAG_ERROR, "interrupted: the sweep stopped before this run ended")
             client.set_terminated(run.info.run_id, "KILLED")
     return done

@@ -25,7 +25,7 @@ class ClassPanel:
     Attributes:
         class_name: the true class of every pair.
         label: its class index.
-        classes: all class names (index → name).
+        classes: the names figures show for all classes (index → display name).
         real / synthetic: ``(N, H, W)`` float images in ``[0, 1]``.
         probs_real / probs_synthetic: ``(N, C)`` softmax probabilities.
         cam_real_true / cam_real_pred / cam_synthetic_true / cam_synthetic_pred: ``(N, H, W)``
@@ -79,10 +79,6 @@ def overlay(image: np.ndarray, cam: np.ndarray, *, cmap: str = "jet", alpha: flo
     return np.round(rgb * 255.0).astype(np.uint8)
 
 
-def _short(name: str) -> str:
-    return name.replace("_Demented", "").replace("_", " ")
-
-
 def panel_figure(
     panel: ClassPanel,
     *,
@@ -125,9 +121,9 @@ def panel_figure(
                 head = f"{head} ({notes[i]})"
             gray = np.round(np.clip(images[i], 0, 1) * 255).astype(np.uint8)
             tiles = (
-                (np.repeat(gray[..., None], 3, axis=2), f"{head}\np({_short(classes[true])})={probs[i, true]:.2f}"),
-                (overlay(images[i], cam_true[i], cmap=cmap), f"CAM true: {_short(classes[true])}\np={probs[i, true]:.2f}"),
-                (overlay(images[i], cam_pred[i], cmap=cmap), f"CAM pred: {_short(classes[pred])}\np={probs[i, pred]:.2f}"),
+                (np.repeat(gray[..., None], 3, axis=2), f"{head}\np({classes[true]})={probs[i, true]:.2f}"),
+                (overlay(images[i], cam_true[i], cmap=cmap), f"CAM true: {classes[true]}\np={probs[i, true]:.2f}"),
+                (overlay(images[i], cam_pred[i], cmap=cmap), f"CAM pred: {classes[pred]}\np={probs[i, pred]:.2f}"),
             )
             for j, (tile, text) in enumerate(tiles):
                 x = cols[3 * s + j]

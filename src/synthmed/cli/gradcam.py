@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 
-from synthmed._cam_panel import METHODS  # cheap: no torch at import
-from synthmed._cli_options import BOOL
+from synthmed.cli.options import BOOL
+from synthmed.gradcam.compute import METHODS  # cheap: no torch at import
 from synthmed.config import parse_bool
-from synthmed.errors import SynthmedError
 
 
 
@@ -30,7 +29,7 @@ def _whole(value: float, what: str) -> int:
 
 @click.command("gradcam")
 @click.option("--model-uri", required=True, help="models:/NAME/VERSION, models:/NAME@alias or runs:/RUN_ID/model")
-@click.option("--classes", default="", help="comma-separated true classes [default: Moderate_Demented,Non_Demented]")
+@click.option("--classes", default="", help="comma-separated true classes [default: the dataset's Grad-CAM classes (alzheimer_mri: Moderate_Demented,Non_Demented)]")
 @click.option("--pairs", type=float, default=8, show_default=True, help="real source images per class")
 @click.option("--generator", default="", help="generator for the variations [default: the run's generator]")
 @click.option("--generator-options", default="", help="'key=value,...' for the generator")
@@ -52,25 +51,22 @@ def gradcam_command(**opts: Any) -> None:
 
     classes = [c.strip() for c in opts["classes"].split(",") if c.strip()] or None
     allow, quiet = opts["allow_external"], opts["quiet"] is not None and parse_bool(opts["quiet"])
-    try:
-        report = gradcam(
-            opts["model_uri"],
-            classes=classes,
-            pairs=_whole(opts["pairs"], "--pairs"),
-            generator=_blank_is_none(opts["generator"]),
-            generator_options=_blank_is_none(opts["generator_options"]),
-            method=opts["method"],
-            target_layer=_blank_is_none(opts["target_layer"]),
-            images=opts["images"],
-            data_dir=_blank_is_none(opts["data_dir"]),
-            run_id=_blank_is_none(opts["run_id"]),
-            cache_dir=_blank_is_none(opts["cache_dir"]),
-            allow_external=None if allow is None else parse_bool(allow),
-            device=opts["device"],
-            quiet=quiet,
-        )
-    except SynthmedError as exc:
-        raise click.ClickException(str(exc)) from None
+    report = gradcam(
+        opts["model_uri"],
+        classes=classes,
+        pairs=_whole(opts["pairs"], "--pairs"),
+        generator=_blank_is_none(opts["generator"]),
+        generator_options=_blank_is_none(opts["generator_options"]),
+        method=opts["method"],
+        target_layer=_blank_is_none(opts["target_layer"]),
+        images=opts["images"],
+        data_dir=_blank_is_none(opts["data_dir"]),
+        run_id=_blank_is_none(opts["run_id"]),
+        cache_dir=_blank_is_none(opts["cache_dir"]),
+        allow_external=None if allow is None else parse_bool(allow),
+        device=opts["device"],
+        quiet=quiet,
+    )
     if quiet:
         return
     click.echo(f"run {report.run_id}")

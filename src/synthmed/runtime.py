@@ -1,0 +1,68 @@
+"""Where and at which precision a run computes: the device checked against this machine, autocast.
+
+Both are resolved once per run and logged (``device_used``, ``precision_used``), and both are part
+of a sweep's identity, because the same seed gives different numbers in bf16 and fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from synthmed.errors import SynthmedError
+
+if TYPE_CHECKING:
+    import torch
+
+    from synthmed.config import Config
+
+__all__ = ["autocast_dtype", "cpu_has_bf16", "precision_name", "resolve_device"]
+
+
+def resolve_device(config: Config) -> str:
+    """``config.device`` checked against this machine (``auto``: CUDA when available)."""
+    import torch
+
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(config.device)
+    except RuntimeError:
+        raise SynthmedError(f"device={config.device!r} is not a torch device — use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count or count == 0:
+            raise SynthmedError(f"device={config.device!r} but this machine has {count} CUDA device(s) — "
+                                "use device=cpu or auto")
+    elif device.type != "cpu":
+        raise SynthmedError(f"device={config.device!r} is not supported — use auto, cpu, cuda or cuda:N")
+    return config.device
+
+
+def autocast_dtype(config: Config, device: str) -> torch.dtype | None:
+    """bf16 autocast where it pays (CUDA with bf16, CPUs with AVX-512 bf16), else ``None`` (fp32)."""
+    import torch
+
+    if config.precision == "fp32":
+        return None
+    if config.precision == "bf16":
+        return torch.bfloat16
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def precision_name(config: Config, device: str) -> str:
+    """``'bf16'`` or ``'fp32'``: the precision a run with ``config`` actually uses on ``device``."""
+    return "bf16" if autocast_dtype(config, device) is not None else "fp32"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bf16 arithmetic (AVX-512 bf16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

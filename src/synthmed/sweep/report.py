@@ -1,0 +1,83 @@
+"""A sweep's summary, figures and report, rebuilt from MLflow data alone.
+
+:func:`publish` reads the parent run (its params name the grid, the ``synthmed.simulations``
+tag the requested N) and the child runs tagged ``synthmed.sweep_id``, then logs to the parent:
+summary metrics (``cnn.synthetic.0.3.test_cross_entropy.median``, ...), pair metrics
+(``cnn.synthetic_vs_none.0.3.test_cross_entropy.p_value``, ...) and the artifacts under
+``report/``: ``summary.csv``, ``pairs.csv``, ``figures/*.png``, ``report.md``, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from synthmed.errors import SynthmedError
+from synthmed.sweep.results import SweepData, child_runs, load_sweep
+from synthmed.sweep.stats import METRICS, cell_prefix, pairs_table, summary_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+__all__ = ["Published", "SweepData", "child_runs", "load_sweep", "publish"]  # the loaders are re-exported
+
+ARTIFACT_DIR = "report"
+_STATS = ("median", "iqr", "mean", "std", "ci_low", "ci_high")
+_PAIR_STATS = ("median_diff", "ci_low", "ci_high", "p_value")
+
+
+@dataclass
+class Published:
+    """What :func:`publish` produced."""
+
+    data: SweepData
+    summary: pd.DataFrame
+    pairs: pd.DataFrame
+    directory: Path | None  # the ``--output`` copy, when asked for
+
+
+def publish(parent_run_id: str, *, client: MlflowClient | None = None, output: str | Path | None = None) -> Published:
+    """Summarise a sweep and log metrics, tables, figures and the report to its parent run."""
+    import mlflow
+
+    from synthmed.sweep import render as _report_render
+
+    client = client or mlflow.MlflowClient()
+    data = load_sweep(parent_run_id, client)
+    summary, pairs = summary_table(data.results), pairs_table(data.results)
+    _log_metrics(client, parent_run_id, data, summary, pairs)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / ARTIFACT_DIR
+        _report_render.write_report(folder, data, summary, pairs)
+        client.log_artifacts(parent_run_id, str(folder), ARTIFACT_DIR)
+        directory = None
+        if output is not None:
+            directory = Path(output)
+            shutil.copytree(folder, directory, dirs_exist_ok=True)
+    return Published(data, summary, pairs, directory)
+
+
+def _log_metrics(client: MlflowClient, run_id: str, data: SweepData, summary: pd.DataFrame,
+                 pairs: pd.DataFrame) -> None:
+    from mlflow.entities import Metric
+
+    values: dict[str, float] = {"simulations_finished": len(data.results), "simulations_missing": data.failed}
+    for row in summary.to_dict("records"):
+        prefix = cell_prefix(row["model"], row["policy"], row["real_frac"])
+        values[f"{prefix}.n"] = row["n"]
+        for metric in METRICS:
+            values.update({f"{prefix}.{metric}.{s}": row.get(f"{metric}.{s}", math.nan) for s in _STATS})
+    for row in pairs.to_dict("records"):
+        values[f"{row['name']}.n"] = row.get("test_cross_entropy.n", math.nan)
+        for metric in METRICS:
+            values.update({f"{row['name']}.{metric}.{s}": row.get(f"{metric}.{s}", math.nan) for s in _PAIR_STATS})
+    now, step = int(time.time() * 1000), len(data.results)  # step: finished simulations so far
+    batch = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and math.isfinite(v)]
+    for start in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=batch[start : start + 1000])
