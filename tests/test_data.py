@@ -145,24 +145,44 @@ def write_hub_layout(folder: Path, train: list, test: list, names: list[str]) ->
     return folder
 
 
+ALZHEIMER = ["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]
+
+
 def test_hub_layout_bad_image_errors_or_is_skipped(pm, tmp_path, hf_cache):
-    rows = [(png(10), 0), (b"not an image", 1), (png(30), 1)]
-    folder = write_hub_layout(tmp_path / "copy", rows, [(png(40), 0), (png(50), 1)], ["a", "b"])
+    rows = [(png(10), 0), (b"not an image", 1), (png(30), 1), (png(35), 2), (png(36), 3)]
+    folder = write_hub_layout(tmp_path / "copy", rows, [(png(40), 0), (png(50), 1)], ALZHEIMER)
     with pytest.raises(SynthmedError, match=r"cannot decode image train_1\.png \(row 1\) in the train split"):
         load(pm, "alzheimer_mri", data_dir=str(folder), image_size=16)
     splits = load(pm, "alzheimer_mri", data_dir=str(folder), image_size=16, skip_bad_images=True)
     assert splits.meta["skipped_images"] == 1 and splits.meta["manifest"] == "absent"
     assert splits.meta["skipped_files"] == ["train: train_1.png (row 1)"]
-    assert splits.train.index.tolist() == [0, 2] and splits.train.labels.tolist() == [0, 1]
-    assert splits.classes == ("a", "b")
+    assert splits.train.index.tolist() == [0, 2, 3, 4] and splits.train.labels.tolist() == [0, 1, 2, 3]
+    assert splits.classes == tuple(ALZHEIMER)
+
+
+def test_a_source_with_other_class_names_is_refused_naming_both_lists(pm, tmp_path, hf_cache):
+    """A later hub revision was reported to list three class names: it must not train silently."""
+    three = ["Mild_Demented", "Non_Demented", "Very_Mild_Demented"]
+    rows = [(png(10 + i), i) for i in range(3)]
+    folder = write_hub_layout(tmp_path / "three", rows, rows, three)
+    with pytest.raises(SynthmedError) as err:
+        load(pm, "alzheimer_mri", data_dir=str(folder), image_size=16)
+    message = str(err.value)
+    assert "[Mild_Demented, Non_Demented, Very_Mild_Demented]" in message
+    assert "[Mild_Demented, Moderate_Demented, Non_Demented, Very_Mild_Demented]" in message
+    renamed = ["mild", "moderate", "none", "very_mild"]
+    folder = write_hub_layout(tmp_path / "renamed", [(png(i), i) for i in range(4)], [(png(9), 0)], renamed)
+    with pytest.raises(SynthmedError, match="expects"):
+        load(pm, "alzheimer_mri", data_dir=str(folder), image_size=16)
 
 
 def test_hub_layout_unknown_label_and_empty_class(pm, tmp_path, hf_cache):
-    folder = write_hub_layout(tmp_path / "x", [(png(1), 0), (png(2), -1)], [(png(3), 0)], ["a", "b"])
-    with pytest.raises(SynthmedError, match=r"train row 1 .* has label -1, outside the classes 0\.\.1"):
+    folder = write_hub_layout(tmp_path / "x", [(png(1), 0), (png(2), -1)], [(png(3), 0)], ALZHEIMER)
+    with pytest.raises(SynthmedError, match=r"train row 1 .* has label -1, outside the classes 0\.\.3"):
         load(pm, "alzheimer_mri", data_dir=str(folder), image_size=16)
-    folder = write_hub_layout(tmp_path / "y", [(png(1), 0), (png(2), 0)], [(png(3), 1)], ["a", "b"])
-    with pytest.raises(SynthmedError, match=r"class 'b' has no training images"):
+    folder = write_hub_layout(tmp_path / "y", [(png(1), 0), (png(2), 0), (png(4), 2), (png(5), 3)], [(png(3), 1)],
+                              ALZHEIMER)
+    with pytest.raises(SynthmedError, match=r"class 'Moderate_Demented' has no training images"):
         load(pm, "alzheimer_mri", data_dir=str(folder), image_size=16)
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from synthmed.data._decode import decode_many, memo_get, memo_put
-from synthmed.data.base import Dataset, ImageSet, Splits, fingerprint_tensors
+from synthmed.data.base import Dataset, ImageSet, Splits, check_classes, fingerprint_tensors
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
 
@@ -46,6 +46,7 @@ class AlzheimerMRI(Dataset):
 
     name = "alzheimer_mri"
     may_download = True
+    expected_classes = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
     display_names = {"Mild_Demented": "Mild", "Moderate_Demented": "Moderate", "Non_Demented": "Non",
                      "Very_Mild_Demented": "Very mild"}
     gradcam_classes = ("Moderate_Demented", "Non_Demented")  # the two ends of the scale (thesis Chapter 3.2)
@@ -207,6 +208,11 @@ def _decode_splits(raw: datasets.DatasetDict, source: str, config: Config) -> Sp
     if missing:
         raise SynthmedError(f"{source} has no {' or '.join(missing)} split — found: {', '.join(raw) or 'none'}")
     classes = _class_names(raw["train"], source)
+    check_classes(AlzheimerMRI.name, classes, AlzheimerMRI.expected_classes, source)
+    test_classes = _class_names(raw["test"], source)
+    if test_classes != classes:
+        raise SynthmedError(f"{source}: the test split lists the classes [{', '.join(test_classes)}] but the "
+                            f"train split [{', '.join(classes)}] — both splits must share one label set")
     train, skipped_train = _decode_split(raw["train"], "train", source, classes, config)
     test, skipped_test = _decode_split(raw["test"], "test", source, classes, config)
     empty = [c for c, n in zip(classes, train.class_counts(len(classes))) if n == 0]

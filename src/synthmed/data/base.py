@@ -100,6 +100,10 @@ class Dataset(ABC):
     name: ClassVar[str]
     #: True when loading may reach the network (a hub); used in error messages and docs.
     may_download: ClassVar[bool] = False
+    #: The class names, in label order, that this dataset must have (``None``: whatever the source
+    #: says, as for an image folder). A source whose label set differs is refused by
+    #: :func:`check_classes`, so a renamed or merged class never trains silently.
+    expected_classes: ClassVar[tuple[str, ...] | None] = None
 
     #: short names for figures, by class name; a class not listed shows with ``_`` as spaces
     display_names: ClassVar[Mapping[str, str]] = {}
@@ -120,6 +124,20 @@ class Dataset(ABC):
     @abstractmethod
     def load(self, config: Config) -> Splits:
         """Load both splits, decoded and resized to ``config.image_size``, as uint8 tensors."""
+
+
+def check_classes(dataset: str, found: tuple[str, ...], expected: tuple[str, ...] | None, source: str) -> None:
+    """Refuse a source whose class names (in label order) are not the ones ``dataset`` expects."""
+    from synthmed.errors import SynthmedError
+
+    if expected is None or tuple(found) == tuple(expected):
+        return
+    raise SynthmedError(
+        f"{source} lists the classes [{', '.join(found)}] but dataset {dataset!r} expects "
+        f"[{', '.join(expected)}] in that label order — a different label set would change what every "
+        "metric means; use the dataset revision it was written for (--revision) or load the folder "
+        "with --dataset imagefolder"
+    )
 
 
 def fingerprint_tensors(*tensors: torch.Tensor) -> str:
