@@ -62,13 +62,20 @@ class Config:
     allow_external: bool = _f(False, "allow generators that send images off this machine (e.g. openai)")
     generator_options: str | None = _f(None, "extra generator params as 'key=value,key=value' (no secrets: use env vars)")
     cache_dir: str | None = _f(None, "generation cache folder (default: the user cache dir)")
+    generations: str = _f("auto", "per-simulation: each seed gets its own synthetic images (the thesis); shared: "
+                          "seeded by source only, reused across seeds; auto: per-simulation unless the generator is paid",
+                          choices=("auto", "per-simulation", "shared"))
     # training
     epochs: int = _f(10, "training epochs", min=1)
+    budget: str = _f("epochs", "epochs: `epochs` passes over the run's own training set; steps: the optimizer steps of "
+                     "`epochs` passes over the FULL training split, whatever the run's set size (matched compute)",
+                     choices=("epochs", "steps"))
     batch_size: int = _f(32, "mini-batch size", min=1)
     lr: float = _f(1e-3, "Adam learning rate", gt=0.0)
     weight_decay: float = _f(0.0, "Adam weight decay", ge=0.0)
     patience: int = _f(0, "early stopping: epochs without val-loss improvement (0 = off; needs val_frac > 0)", min=0)
-    seed: int = _f(0, "seed for sampling, augmentation, initialisation and generation", min=0)
+    seed: int = _f(0, "seed for sampling, augmentation and initialisation (and generation when generations is "
+                   "per-simulation)", min=0)
     device: str = _f("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     precision: str = _f("auto", "autocast precision", choices=("auto", "fp32", "bf16"))
     # tracking

@@ -26,6 +26,9 @@ TAG_SIMULATION = "synthmed.simulation"
 TAG_RESUMED_SWEEP = "synthmed.resumed_sweep"
 TAG_SWEEP_GRADCAM = "synthmed.gradcam"
 TAG_SWEEP_LOG_MODEL = "synthmed.log_model"
+TAG_SPEC_ID = "synthmed.spec_id"  # the sweep's identity without device and precision
+TAG_DEVICE = "synthmed.device"  # device kind a sweep's runs compute on (cpu, cuda)
+TAG_PRECISION = "synthmed.precision"  # bf16 or fp32
 
 # --- metrics --------------------------------------------------------------------------------------
 HEADLINE = "test_cross_entropy"  # the thesis's measure (Chapter 7): what sweeps compare

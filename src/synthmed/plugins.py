@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "synthmed.models.timm_models",
     "synthmed.policies.classic",
     "synthmed.policies.synthetic",
+    "synthmed.policies.oversample",
     "synthmed.generators.elastic",
     "synthmed.generators.folder",
 )

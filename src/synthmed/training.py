@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,13 @@ def fit(
     config: Config,
     device: str,
     log_metrics: Any,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Adam + cross-entropy for ``config.epochs`` (early stopping on val loss when ``patience``)."""
+    """Adam + cross-entropy for ``config.epochs`` (early stopping on val loss when ``patience``).
+
+    With ``max_steps`` (``budget=steps``) it makes passes over the data until that many optimizer
+    steps are taken, the last pass cut short; a "epoch" in the logs is then one pass.
+    """
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -66,11 +72,17 @@ def fit(
     order_rng = torch.Generator().manual_seed(config.seed)  # batch order
     aug_rng = torch.Generator().manual_seed(config.seed + 1)  # augmentation draws
     best = {"val_loss": math.inf, "epoch": -1, "state": None}
-    bad_epochs = 0
-    bar = tqdm(range(config.epochs), desc="epochs", unit="epoch", disable=config.quiet, leave=False)
+    bad_epochs, steps, passes_run = 0, 0, 0
+    passes = itertools.count() if max_steps is not None else range(config.epochs)
+    bar = tqdm(passes, desc="epochs", unit="epoch", disable=config.quiet, leave=False,
+               total=None if max_steps is not None else config.epochs)
     for epoch in bar:
+        if max_steps is not None and steps >= max_steps:
+            break
         data = policy.epoch_set(train_set, epoch, aug_rng)
         perm = torch.randperm(len(data), generator=order_rng)
+        if max_steps is not None:  # the last pass stops at the budget
+            perm = perm[: (max_steps - steps) * config.batch_size]
         model.train()
         total, seen = 0.0, 0
         for start in tqdm(range(0, len(perm), config.batch_size), desc=f"epoch {epoch + 1}", unit="batch",
@@ -87,6 +99,8 @@ def fit(
             opt.step()
             total += loss.item() * len(rows)
             seen += len(rows)
+            steps += 1
+        passes_run += 1
         epoch_metrics = {"train_loss": total / max(seen, 1)}
         if val_set is not None and len(val_set):
             val_logits = predict_logits(model, val_set.images, device=device)
@@ -103,7 +117,15 @@ def fit(
                     break
     if best["state"] is not None:  # restore the best epoch by validation loss (never by test loss)
         model.load_state_dict(best["state"])
-    return {"epochs_run": epoch + 1, "best_epoch": best["epoch"] + 1 if best["epoch"] >= 0 else epoch + 1}
+    return {"epochs_run": passes_run, "best_epoch": best["epoch"] + 1 if best["epoch"] >= 0 else passes_run,
+            "optimizer_steps": steps}
+
+
+def step_budget(config: Config, full_train_size: int) -> int | None:
+    """``budget=steps``: the optimizer steps of ``epochs`` passes over the full training split; else ``None``."""
+    if config.budget != "steps":
+        return None
+    return config.epochs * math.ceil(full_train_size / config.batch_size)
 
 
 def augmented_examples(train_set: ImageSet, policy: AugmentationPolicy, config: Config,
@@ -173,9 +195,11 @@ def train(
         torch.manual_seed(config.seed)
         model = factory.create(splits.num_classes, config.image_size, config).to(device)
         model = model.to(memory_format=torch.channels_last)
-        info = fit(model, policy, train_set, val, config, device, logger.log_metrics)
+        info = fit(model, policy, train_set, val, config, device, logger.log_metrics,
+                   max_steps=step_budget(config, len(splits.train)))
         amp = autocast_dtype(config, device)
         logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
+                           "optimizer_steps": info["optimizer_steps"],
                            "precision_used": "bf16" if amp is not None else "fp32",
                            "torch_threads": torch.get_num_threads()})
 

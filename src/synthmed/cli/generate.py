@@ -60,6 +60,9 @@ def _describe(found: Any, config: Any) -> None:
         + (f"estimated cost ${found.estimated_cost_usd:.2f} (${price:.4f}/image)" if price is not None else "free (local)")
     )
     click.echo(f"cache: {found.cache_root}")
+    if found.generations == "per-simulation":
+        click.echo("generations=per-simulation: each seed makes its own images — a sweep of N simulations "
+                   f"generates N × {found.planned} images (cost × N); generations=shared reuses one pool")
 
 
 @click.group("cache")

@@ -33,21 +33,44 @@ if TYPE_CHECKING:
 
     from synthmed.config import Config
 
-__all__ = ["CACHE_ENV", "FillResult", "FillStats", "GenerationCache", "cache_key", "fill", "generation_seed", "plan_keys"]
+__all__ = ["CACHE_ENV", "FillResult", "FillStats", "GenerationCache", "cache_key", "fill", "generation_salt",
+           "generation_seed", "generations_mode", "plan_keys"]
 
 CACHE_ENV = "SYNTHMED_CACHE_DIR"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def cache_key(source: str, generator: str, params: dict[str, Any], variation: int) -> str:
-    """The content address of variation ``variation`` of the source with hash ``source``."""
+def cache_key(source: str, generator: str, params: dict[str, Any], variation: int, salt: str | None = None) -> str:
+    """The content address of variation ``variation`` of the source with hash ``source``.
+
+    ``salt`` (``sim<seed>`` under ``generations=per-simulation``) gives each simulation its own
+    images; ``None`` (shared generations) keeps the address of earlier versions.
+    """
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{source}|{generator}|{canonical}|{int(variation)}".encode()).hexdigest()
+    tail = f"|{salt}" if salt else ""
+    return hashlib.sha256(f"{source}|{generator}|{canonical}|{int(variation)}{tail}".encode()).hexdigest()
 
 
-def generation_seed(source: str, variation: int) -> int:
-    """The seed handed to ``Generator.generate``: from (source hash, variation), never the run seed."""
-    return int(hashlib.sha256(f"{source}:{int(variation)}".encode()).hexdigest()[:15], 16)
+def generation_seed(source: str, variation: int, salt: str | None = None) -> int:
+    """The seed handed to ``Generator.generate``: from (source hash, variation) and, per simulation, the salt."""
+    tail = f":{salt}" if salt else ""
+    return int(hashlib.sha256(f"{source}:{int(variation)}{tail}".encode()).hexdigest()[:15], 16)
+
+
+def generation_salt(config: Config, generator: Generator) -> str | None:
+    """``sim<seed>`` when ``config.generations`` resolves to per-simulation, else ``None`` (shared).
+
+    ``auto`` is per-simulation for generators that cost nothing and shared for paid ones (a
+    sweep of N simulations would pay N times).
+    """
+    return f"sim{config.seed}" if generations_mode(config, generator) == "per-simulation" else None
+
+
+def generations_mode(config: Config, generator: Generator) -> str:
+    """``config.generations`` with ``auto`` resolved for ``generator``."""
+    if config.generations != "auto":
+        return config.generations
+    return "shared" if generator.cost_per_image_usd else "per-simulation"
 
 
 class GenerationCache:
@@ -193,7 +216,8 @@ class FillResult:
     stats: FillStats
 
 
-def plan_keys(generator: Generator, sources: torch.Tensor, requests: Sequence[tuple[int, int]]) -> tuple[list[str], list[str]]:
+def plan_keys(generator: Generator, sources: torch.Tensor, requests: Sequence[tuple[int, int]],
+              salt: str | None = None) -> tuple[list[str], list[str]]:
     """Source hashes and cache keys of ``requests`` = ``(row in sources, variation)`` pairs."""
     params = generator.output_params()
     hashes: dict[int, str] = {}
@@ -202,7 +226,7 @@ def plan_keys(generator: Generator, sources: torch.Tensor, requests: Sequence[tu
         if row not in hashes:
             hashes[row] = source_hash(sources[row])
         srcs.append(hashes[row])
-        keys.append(cache_key(hashes[row], generator.name, params, variation))
+        keys.append(cache_key(hashes[row], generator.name, params, variation, salt))
     return srcs, keys
 
 
@@ -215,6 +239,7 @@ def fill(
     *,
     quiet: bool = False,
     load: bool = True,
+    salt: str | None = None,
 ) -> FillResult:
     """Return the requested variations, generating (and caching at once) only the missing ones.
 
@@ -226,8 +251,9 @@ def fill(
         requests: ``(row in sources, variation index)`` pairs.
         quiet: no progress bar.
         load: read the hits from disk (``False``: only make sure they exist, e.g. ``synthmed generate``).
+        salt: per-simulation salt of seeds and keys (:func:`generation_salt`); ``None`` = shared.
     """
-    hashes, keys = plan_keys(generator, sources, requests)
+    hashes, keys = plan_keys(generator, sources, requests, salt)
     out: list[Any] = [None] * len(requests)
     missing = [i for i, k in enumerate(keys) if not cache.has(generator.name, k)]
     stats = FillStats(hits=len(keys) - len(missing), misses=len(missing))
@@ -235,7 +261,7 @@ def fill(
         first = {keys[i]: i for i in reversed(missing)}  # identical sources share a key: make it once
         with cache.lock(generator.name):
             todo = [i for i in first.values() if not cache.has(generator.name, keys[i])]  # others may have made some
-            _generate(cache, generator, sources, labels, requests, hashes, keys, todo, out, stats, quiet)
+            _generate(cache, generator, sources, labels, requests, hashes, keys, todo, out, stats, quiet, salt)
     if load:
         for i, key in enumerate(keys):
             if out[i] is None and cache.has(generator.name, key):
@@ -243,7 +269,7 @@ def fill(
     return FillResult(out, keys, hashes, stats)
 
 
-def _generate(cache, generator, sources, labels, requests, hashes, keys, todo, out, stats, quiet) -> None:  # noqa: ANN001
+def _generate(cache, generator, sources, labels, requests, hashes, keys, todo, out, stats, quiet, salt) -> None:  # noqa: ANN001
     """Run the generator over ``todo`` in batches (same source together), storing each result at once."""
     from tqdm.auto import tqdm
 
@@ -251,11 +277,12 @@ def _generate(cache, generator, sources, labels, requests, hashes, keys, todo, o
     step = max(1, int(generator.batch_size))
     with tqdm(total=len(todo), desc=f"generating ({generator.name})", unit="img", disable=quiet) as bar:
         writer = _Writer(cache, generator, sources, requests, hashes, keys, out, stats, bar)
+        writer.salt = salt
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
             rows = [requests[i][0] for i in batch]
             variations = [requests[i][1] for i in batch]
-            seeds = [generation_seed(hashes[i], requests[i][1]) for i in batch]
+            seeds = [generation_seed(hashes[i], requests[i][1], salt) for i in batch]
             results = generator.iter_generate(sources[rows], labels[rows], variations=variations, seeds=seeds)
             keep = lambda j, image, batch=batch: writer.keep(batch[j], image)  # noqa: E731
             item = None
@@ -278,6 +305,7 @@ class _Writer:
         self.price = generator.cost_per_image_usd
         self.params = generator.output_params()
         self.done: set[int] = set()
+        self.salt: str | None = None
 
     def keep(self, i: int, image: Any) -> None:
         if i in self.done:
@@ -290,7 +318,7 @@ class _Writer:
             row, variation = self.requests[i]
             _check_output(self.generator, image, self.sources[row])
             meta = {"generator": self.generator.name, "params": self.params, "source": self.hashes[i],
-                    "variation": variation, "created": time.time()}
+                    "variation": variation, "salt": self.salt, "created": time.time()}
             self.cache.store(self.generator.name, self.keys[i], image, meta, durable=self.price is not None)
             self.done.add(i)
             self.out[i] = image

@@ -135,16 +135,17 @@ def _pick(pool: ImageSet, classes: tuple[str, ...], names: Sequence[str], pairs:
 
 
 def _variations(generator: Generator, pool: ImageSet, rows: torch.Tensor, *, cache: GenerationCache,
-                quiet: bool) -> dict[int, torch.Tensor | None]:
+                quiet: bool, salt: str | None = None) -> dict[int, torch.Tensor | None]:
     """Variation 0 of each source row, through the generation cache (``None`` where refused).
 
-    The cache seeds a variation from its source's hash, so these are exactly the variations the
-    synthetic policy trains on, and a paid generator is never paid twice for them.
+    With the run's ``salt`` these are the cache entries the synthetic policy reads for variation 0
+    of these sources (whether the run's plan used variation 0 of a source depends on the plan),
+    and a paid generator is never paid twice for them.
     """
     from synthmed.generators.cache import fill
 
     result = fill(cache, generator, pool.images[rows], pool.labels[rows], [(i, 0) for i in range(len(rows))],
-                  quiet=quiet)
+                  quiet=quiet, salt=salt)
     return {int(r): image for r, image in zip(rows, result.images)}
 
 
@@ -164,6 +165,7 @@ def build_panels(
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     quiet: bool = True,
     display: Sequence[str] | None = None,
+    salt: str | None = None,
 ) -> tuple[list[ClassPanel], list[dict[str, Any]]]:
     """Pick pairs, generate variations, compute probabilities, maps and per-pair metrics.
 
@@ -182,6 +184,7 @@ def build_panels(
         reshape_transform: token sequence → map, for transformers.
         quiet: no generation progress bar.
         display: the class names figures show (the dataset's short names; default ``classes``).
+        salt: the run's generation salt (per-simulation generations), so variations match its cache.
 
     Returns:
         One :class:`ClassPanel` per class in ``names`` and one record per pair (the numbers
@@ -192,7 +195,7 @@ def build_panels(
 
     from synthmed.evaluation import to_input
 
-    picked, synthetic = _pairs(pool, classes, names, pairs, seed, generator, cache, quiet)
+    picked, synthetic = _pairs(pool, classes, names, pairs, seed, generator, cache, quiet, salt)
     rows = torch.cat(picked)
     labels = pool.labels[rows]  # (N,)
     x = to_input(torch.cat([pool.images[rows], synthetic]).to(device))  # (2N, 1, H, W) float in [0, 1]
@@ -202,12 +205,12 @@ def build_panels(
 
 
 def _pairs(pool: ImageSet, classes: tuple[str, ...], names: Sequence[str], pairs: int, seed: int,
-           generator: Generator, cache: GenerationCache, quiet: bool) -> tuple[list[Any], torch.Tensor]:
+           generator: Generator, cache: GenerationCache, quiet: bool, salt: str | None) -> tuple[list[Any], torch.Tensor]:
     """Per class, the source rows kept (refused variations dropped), and their variations in that order."""
     import torch
 
     picked = _pick(pool, classes, names, pairs, seed)
-    made = _variations(generator, pool, torch.cat(picked), cache=cache, quiet=quiet)
+    made = _variations(generator, pool, torch.cat(picked), cache=cache, quiet=quiet, salt=salt)
     picked = [sel[torch.tensor([made[int(r)] is not None for r in sel], dtype=torch.bool)] for sel in picked]
     for name, sel in zip(names, picked):
         if not len(sel):

@@ -145,7 +145,7 @@ def gradcam(
     """
     from synthmed.data.loading import load_splits
     from synthmed.generators.build import build_generator
-    from synthmed.generators.cache import GenerationCache
+    from synthmed.generators.cache import GenerationCache, generation_salt
     from synthmed.gradcam.compute import build_panels, target_layers
     from synthmed.gradcam.metrics import summarize
     from synthmed.gradcam.panel import record_panels
@@ -161,11 +161,12 @@ def gradcam(
     device = resolve_device(config)
     model = _as_module(loaded, factory, splits.num_classes, config).to(device)
     pool = splits.test if images == "test" else splits.train
+    generator = build_generator(config, pm, splits.classes)
     panels, records = build_panels(
         model, target_layers(model, factory, target_layer), pool=pool, classes=splits.classes, names=names,
-        pairs=pairs, generator=build_generator(config, pm, splits.classes), cache=GenerationCache.from_config(config),
+        pairs=pairs, generator=generator, cache=GenerationCache.from_config(config),
         seed=config.seed, device=device, method=method, reshape_transform=factory.gradcam_reshape_transform(model),
-        quiet=config.quiet, display=splits.display_classes)
+        quiet=config.quiet, display=splits.display_classes, salt=generation_salt(config, generator))
     tag = images if method == "gradcam" else f"{images}_{method.replace('+', 'p')}"
     metrics = summarize(records, names, f"gradcam_{tag}")
     target = run_id or os.environ.get("MLFLOW_RUN_ID") or model_run

@@ -67,7 +67,7 @@ def log_run_gradcam(*, model: nn.Module, factory: ModelFactory, splits: Splits, 
     skipped with a warning.
     """
     from synthmed.generators.build import build_generator
-    from synthmed.generators.cache import GenerationCache
+    from synthmed.generators.cache import GenerationCache, generation_salt
     from synthmed.gradcam.compute import build_panels, target_layers
     from synthmed.gradcam.metrics import summarize
     from synthmed.models.base import ModelFactory
@@ -82,11 +82,12 @@ def log_run_gradcam(*, model: nn.Module, factory: ModelFactory, splits: Splits, 
     if not names:
         warnings.warn("the run's images hold none of the Grad-CAM classes: no Grad-CAM panel logged", stacklevel=2)
         return {}
+    generator = build_generator(config, pm, splits.classes)
     panels, records = build_panels(
         model, target_layers(model, factory), pool=pool, classes=splits.classes, names=names, pairs=pairs,
-        generator=build_generator(config, pm, splits.classes), cache=GenerationCache.from_config(config),
+        generator=generator, cache=GenerationCache.from_config(config),
         seed=config.seed, device=device, method=method, reshape_transform=factory.gradcam_reshape_transform(model),
-        quiet=config.quiet, display=splits.display_classes)
+        quiet=config.quiet, display=splits.display_classes, salt=generation_salt(config, generator))
     metrics = summarize(records, names, "gradcam")
     settings = {"method": method, "images": source, "pairs": pairs, "classes": names,
                 "generator": config.generator, "model": config.model, "seed": config.seed}

@@ -15,13 +15,14 @@ the synthetic policy does, so a classic policy on top stays matched too.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
 from synthmed.policies.base import AugmentationPolicy, PolicyContext
 
 if TYPE_CHECKING:
+    import pluggy
     import torch
 
     from synthmed.config import Config
@@ -33,7 +34,7 @@ class OversamplePolicy(AugmentationPolicy):
 
     name = "oversample"
 
-    def __init__(self, config: Config, pm: Any = None):
+    def __init__(self, config: Config, pm: pluggy.PluginManager | None = None):
         if config.base_policy in (self.name, "synthetic"):
             raise SynthmedError(f"base_policy={config.base_policy!r} is not allowed with policy=oversample — "
                                 "choose a classic policy (or none)")
@@ -42,8 +43,12 @@ class OversamplePolicy(AugmentationPolicy):
         self._base: AugmentationPolicy | None = None
 
     @classmethod
-    def from_config(cls, config: Config, pm: Any = None, **_: Any) -> OversamplePolicy:
-        return cls(config, pm)
+    def from_config(cls, config: Config, pm: pluggy.PluginManager | None = None) -> OversamplePolicy:
+        """Its settings are the synthetic policy's Config fields; it takes no ``policy_options``."""
+        from synthmed.options import construct
+
+        return construct(cls, config.policy_params(), kind="policy", field="policy_options",
+                         fixed={"config": config, "pm": pm})
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
         import json
@@ -66,7 +71,8 @@ class OversamplePolicy(AugmentationPolicy):
         if self._base is None and self.config.base_policy != "none":
             from synthmed.plugins import registry
 
-            self._base = registry("policies", self._pm).get(self.config.base_policy).from_config(self.config)
+            base = registry("policies", self._pm).get(self.config.base_policy)
+            self._base = base.from_config(self.config.replace(policy_options=None), self._pm)
         return images if self._base is None else self._base.augment(images, rng)
 
 

@@ -33,6 +33,8 @@ class Prefill:
         price_per_image_usd: the generator's estimate, ``None`` when free.
         cache_root: the cache folder.
         sends_data_off_machine: whether generating sends the sources to a third party.
+        generations: ``per-simulation`` (each seed makes its own images: a sweep of N simulations
+            costs N times this) or ``shared``.
         stats: the fill's counts (``None`` when estimating or nothing was missing).
     """
 
@@ -44,6 +46,7 @@ class Prefill:
     price_per_image_usd: float | None
     cache_root: str
     sends_data_off_machine: bool
+    generations: str = "shared"
     stats: FillStats | None = field(default=None)
 
     @property
@@ -68,7 +71,7 @@ def prefill(config: Config, pm: pluggy.PluginManager | None = None, *, estimate:
     """
     from synthmed.data.loading import load_splits, sample_real
     from synthmed.generators.build import build_generator
-    from synthmed.generators.cache import GenerationCache, fill, plan_keys
+    from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode, plan_keys
     from synthmed.policies.synthetic import plan_for
 
     generator = build_generator(config, pm, external_ok=estimate)
@@ -77,11 +80,14 @@ def prefill(config: Config, pm: pluggy.PluginManager | None = None, *, estimate:
     real, _ = sample_real(splits, config)  # the run's sample after the validation carve, as in training
     plan = plan_for(real, splits.train, splits.num_classes, config)
     cache = GenerationCache.from_config(config)
-    _, keys = plan_keys(generator, real.images, plan.requests)
+    salt = generation_salt(config, generator)
+    _, keys = plan_keys(generator, real.images, plan.requests, salt)
     missing = sum(not cache.has(generator.name, k) for k in keys)
     found = Prefill(generator.name, len(real), len(keys), len(keys) - missing, missing,
-                    generator.cost_per_image_usd, str(cache.root), generator.sends_data_off_machine)
+                    generator.cost_per_image_usd, str(cache.root), generator.sends_data_off_machine,
+                    generations_mode(config, generator))
     if estimate or not missing or (confirm is not None and not confirm(found)):
         return found
-    found.stats = fill(cache, generator, real.images, real.labels, plan.requests, quiet=config.quiet, load=False).stats
+    found.stats = fill(cache, generator, real.images, real.labels, plan.requests, quiet=config.quiet, load=False,
+                       salt=salt).stats
     return found

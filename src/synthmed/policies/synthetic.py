@@ -64,7 +64,7 @@ class SyntheticPolicy(AugmentationPolicy):
 
         from synthmed.data.base import ImageSet
         from synthmed.generators.build import build_generator
-        from synthmed.generators.cache import GenerationCache, fill
+        from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode
         from synthmed.plugins import registry
 
         config = ctx.config
@@ -73,7 +73,7 @@ class SyntheticPolicy(AugmentationPolicy):
         self._resolve_base()
         plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, config)
         result = fill(GenerationCache.from_config(config), generator, real.images, real.labels, plan.requests,
-                      quiet=config.quiet)
+                      quiet=config.quiet, salt=generation_salt(config, generator))
         kept = [i for i, img in enumerate(result.images) if img is not None]  # refusals leave gaps
         rows = [plan.requests[i][0] for i in kept]
         images = torch.stack([result.images[i] for i in kept]) if kept else real.images[:0]
@@ -87,6 +87,7 @@ class SyntheticPolicy(AugmentationPolicy):
             "synthetic_generator_provider": registry("generators", self._pm).provider(generator.name),
             "synthetic_generator_params": json.dumps(generator.output_params(), sort_keys=True, default=str),
             "synthetic_sends_data_off_machine": generator.sends_data_off_machine,
+            "synthetic_generations": generations_mode(config, generator),
             "synthetic_per_class": json.dumps(plan.counts),
             "synthetic_pool_per_source": json.dumps(plan.pool),
         })

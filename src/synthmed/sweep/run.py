@@ -96,10 +96,14 @@ def sweep(
     from synthmed.sweep import report
     from synthmed.sweep.executors import SweepError, execute, progress
 
+    from synthmed.runtime import precision_name, resolve_device
+
     base = (config or Config()).replace(**overrides)
+    device = resolve_device(base)
     spec = SweepSpec(base, _as_list(models, base.model, str), _as_list(policies, base.policy, str),
                      tuple(sorted(_as_list(real_fracs, base.real_frac, float))), int(simulations),
-                     base.seed if seed is None else int(seed), gradcam, log_model)
+                     base.seed if seed is None else int(seed), gradcam, log_model,
+                     device_kind=device.split(":")[0], precision=precision_name(base, device))
     _check_run_options(spec, workers, executor, pm)
     client, parent_id = _parent_run(spec)
     done = _finished(client, parent_id, spec.sweep_id)
@@ -156,6 +160,8 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.base.experiment)
     found = client.search_runs([experiment_id], f"tags.`{TAG_SWEEP}` = '1' and tags.`{TAG_ID}` = '{spec.sweep_id}'",
                                order_by=["attributes.start_time ASC"], max_results=1)
+    if not found:
+        _refuse_other_runtime(client, experiment_id, spec)
     if found:
         parent_id = found[0].info.run_id
         client.update_run(parent_id, status="RUNNING")
@@ -167,12 +173,33 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
         parent_id = client.create_run(experiment_id, run_name=f"sweep-{spec.sweep_id[:8]}").info.run_id
     given = client.get_run(parent_id).data.params  # `mlflow run` logged its -P values as spelled
     tags = {TAG_SWEEP: "1", TAG_ID: spec.sweep_id, TAG_SIMULATIONS: str(spec.simulations),
+            names.TAG_SPEC_ID: spec.spec_id, names.TAG_DEVICE: spec.device_kind, names.TAG_PRECISION: spec.precision,
             names.TAG_SWEEP_GRADCAM: str(spec.gradcam), names.TAG_SWEEP_LOG_MODEL: str(spec.log_model)}
     params = [mlflow.entities.Param(k, v) for k, v in spec.params().items() if k not in given]
     client.log_batch(parent_id, params=params, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
     client.log_text(parent_id, json.dumps({**spec.params(), "simulations": spec.simulations}, indent=2),
                     "sweep_spec.json")
     return client, parent_id
+
+
+def _refuse_other_runtime(client: Any, experiment_id: str, spec: SweepSpec) -> None:
+    """Refuse to resume a sweep that ran on another device kind or at another precision.
+
+    Mixing bf16 and fp32 runs (or CPU and GPU kernels) under one sweep would make its simulations
+    non-exchangeable; the paired design assumes they are.
+    """
+    other = client.search_runs([experiment_id], f"tags.`{TAG_SWEEP}` = '1' and tags.`{names.TAG_SPEC_ID}` = '{spec.spec_id}'",
+                               max_results=1)
+    if not other:
+        return
+    tags = other[0].data.tags
+    raise SynthmedError(
+        f"sweep {tags.get(TAG_ID)} (run {other[0].info.run_id}) ran the same grid on "
+        f"{tags.get(names.TAG_DEVICE, '?')}/{tags.get(names.TAG_PRECISION, '?')}, but this call would run on "
+        f"{spec.device_kind}/{spec.precision} — resuming would mix them. To resume it, pass "
+        f"--device {tags.get(names.TAG_DEVICE, '?')} --precision {tags.get(names.TAG_PRECISION, '?')}; to start a "
+        "new sweep instead, use another --experiment (or another --seed)"
+    )
 
 
 def _finished(client: Any, parent_id: str, sweep_id: str) -> set[tuple[str, int]]:

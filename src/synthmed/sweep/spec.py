@@ -20,9 +20,10 @@ __all__ = ["Cell", "SweepSpec", "Task", "frac_label", "simulation_seed"]
 
 TAG_SWEEP, TAG_ID, TAG_SIMULATIONS = names.TAG_SWEEP, names.TAG_SWEEP_ID, names.TAG_SIMULATIONS
 TAG_CELL, TAG_SIMULATION = names.TAG_CELL, names.TAG_SIMULATION
-# Fields a sweep sets per child, or that do not change results (where data live, display, device).
+# Fields a sweep sets per child, or that do not change results (where data live, display), or that
+# enter the identity resolved (device and precision: `device_kind`, `precision` below).
 _NOT_IN_SPEC = ("model", "policy", "real_frac", "seed", "register", "gradcam", "log_model", "quiet",
-                "experiment", "device", "data_dir", "cache_dir")
+                "experiment", "device", "precision", "data_dir", "cache_dir")
 
 
 def frac_label(frac: float) -> str:
@@ -73,6 +74,11 @@ class SweepSpec:
     seed: int = 0
     gradcam: bool = False
     log_model: bool = False
+    #: where and at which precision the runs compute (``cpu``/``cuda``, ``bf16``/``fp32``), resolved
+    #: on the machine that runs the sweep: part of the identity, since the same seed gives other
+    #: numbers in bf16 than in fp32
+    device_kind: str = ""
+    precision: str = ""
 
     def __post_init__(self) -> None:
         for name in ("models", "policies", "real_fracs"):
@@ -96,6 +102,13 @@ class SweepSpec:
 
     @property
     def sweep_id(self) -> str:
+        """The sweep's identity: the spec and where it computes (device kind and precision)."""
+        runtime = {"device_kind": self.device_kind, "precision": self.precision} if self.device_kind else {}
+        return hashlib.sha256(json.dumps({**self.params(), **runtime}, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def spec_id(self) -> str:
+        """The identity without the runtime: the same experiment on any device (finds a sweep run elsewhere)."""
         return hashlib.sha256(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:16]
 
     def cells(self) -> list[Cell]:
