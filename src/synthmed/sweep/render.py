@@ -117,6 +117,13 @@ def pair_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _emphasis(text: str) -> str:
+    """Markdown's ``*x*`` as HTML ``<em>x</em>`` (the rest escaped), so the HTML report shows no asterisks."""
+    import re
+
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", html.escape(text))
+
+
 def _md_table(head: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body])
@@ -153,9 +160,12 @@ def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd
              + (f", {data.failed} missing (failed or not run: rerun the same command to retry them)."
                 if data.failed else "."))
     tables = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
-    md = [f"# Sweep {data.sweep_id}", intro, DEFINITIONS]
+    from synthmed.sweep.results import provenance_line
+
+    line = provenance_line(data.provenance)
+    md = [f"# Sweep {data.sweep_id}", intro, line, DEFINITIONS]
     doc = [f"<h1>Sweep {html.escape(data.sweep_id)}</h1>", f"<p>{html.escape(intro)}</p>",
-           f"<p>{html.escape(DEFINITIONS)}</p>"]
+           f"<p><b>{html.escape(line)}</b></p>", f"<p>{_emphasis(DEFINITIONS)}</p>"]
     for title, (head, body) in tables:
         md += [f"## {title}", _md_table(head, body)]
         doc += [f"<h2>{title}</h2>", _html_table(head, body)]

@@ -7,7 +7,7 @@ here draws or logs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from synthmed import names
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-__all__ = ["SweepData", "child_runs", "load_sweep"]
+__all__ = ["SweepData", "child_runs", "load_sweep", "provenance", "provenance_line"]
 
 
 @dataclass
@@ -34,6 +34,7 @@ class SweepData:
     simulations: int
     results: pd.DataFrame  # one row per finished (cell, simulation): model, policy, real_frac, simulation, metrics
     failed: int  # requested (cell, simulation) pairs with no finished run (failed, killed or not run)
+    provenance: dict[str, str] = field(default_factory=dict)  # what the numbers rest on (see :func:`provenance`)
 
 
 
@@ -68,7 +69,8 @@ def load_sweep(parent_run_id: str, client: MlflowClient | None = None) -> SweepD
     fracs = sorted(float(f) for f in params["real_fracs"].split(","))
     cells = {(m, p, f"{f:g}") for m in models for p in policies for f in fracs}
     rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
-    for run in child_runs(client, parent_run_id, sweep_id):
+    children = child_runs(client, parent_run_id, sweep_id)
+    for run in children:
         t, metrics = run.data.tags, run.data.metrics
         key = (t.get(names.TAG_MODEL, ""), t.get(names.TAG_POLICY, ""), t.get(names.TAG_REAL_FRAC, ""),
                int(t.get(names.TAG_SIMULATION, "-1")))
@@ -85,4 +87,47 @@ def load_sweep(parent_run_id: str, client: MlflowClient | None = None) -> SweepD
     results = pd.DataFrame(sorted(rows.values(), key=lambda r: (order[(r["model"], r["policy"], r["real_frac"])],
                                                                 r["simulation"])),
                            columns=["model", "policy", "real_frac", "simulation", "run_id", "start_time", *METRICS])
-    return SweepData(parent, sweep_id, models, policies, fracs, n, results, len(cells) * n - len(results))
+    kept = {r["run_id"] for r in rows.values()}
+    return SweepData(parent, sweep_id, models, policies, fracs, n, results, len(cells) * n - len(results),
+                     provenance(parent, [r for r in children if r.info.run_id in kept]))
+
+
+def provenance(parent: Run, children: list[Run]) -> dict[str, str]:
+    """What a sweep's numbers rest on, read from its runs: generator and its parameters, shared or
+    per-simulation generations, training budget, epochs, image size, device and precision actually
+    used, dataset fingerprint and revision, and open-set flags (a learned generator warm-started
+    from data outside the sample)."""
+    params, tags = parent.data.params, parent.data.tags
+
+    def seen(key: str, where: str = "params") -> str:
+        values = sorted({getattr(r.data, where).get(key) for r in children} - {None})
+        return ", ".join(values) if values else "n/a"
+
+    synthetic = [r for r in children if "synthetic_generator_params" in r.data.params]
+    open_set = sorted({r.data.tags.get(names.TAG_OPEN_SET, "") for r in children} - {"", "0", "false"})
+    return {
+        "generator": params.get("generator", "n/a") if synthetic else "none used",
+        "generator_params": (", ".join(sorted({r.data.params["synthetic_generator_params"] for r in synthetic}))
+                             if synthetic else "n/a"),
+        "generations": ", ".join(sorted({r.data.params.get("synthetic_generations", "shared") for r in synthetic}))
+        if synthetic else "n/a",
+        "budget": params.get("budget", "epochs"),
+        "epochs": params.get("epochs", "n/a"),
+        "image_size": params.get("image_size", "n/a"),
+        "device": seen("device_used"),
+        "precision": seen("precision_used"),
+        "dataset": params.get("dataset", "n/a"),
+        "dataset_fingerprint": seen(names.TAG_FINGERPRINT, "tags"),
+        "dataset_revision": params.get("revision", "None"),
+        "open_set": ", ".join(open_set) if open_set else "no",
+    }
+
+
+def provenance_line(prov: dict[str, str]) -> str:
+    """The provenance as one line for the top of a report."""
+    return ("Provenance: generator " + prov.get("generator", "n/a") + f" ({prov.get('generator_params', 'n/a')}); "
+            f"generations {prov.get('generations', 'n/a')}; budget {prov.get('budget', 'n/a')}, "
+            f"{prov.get('epochs', 'n/a')} epochs, {prov.get('image_size', 'n/a')} px; "
+            f"device {prov.get('device', 'n/a')}, precision {prov.get('precision', 'n/a')}; dataset "
+            f"{prov.get('dataset', 'n/a')} fingerprint {prov.get('dataset_fingerprint', 'n/a')}, revision "
+            f"{prov.get('dataset_revision', 'n/a')}; open-set: {prov.get('open_set', 'no')}.")
