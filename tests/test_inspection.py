@@ -217,3 +217,11 @@ def test_inspect_generation_identity_and_copy(trained):
     assert all(not (isinstance(v, float) and np.isnan(v)) for v in logged["metrics"].values())
     assert logged["text"][0] == "inspection/worst_pairs.csv" and "near_copy_pixel" in logged["text"][1]
     assert len(logged["figs"]) == 2
+
+
+def test_predict_from_features_matches_predict(trained):
+    train, clf, _ = trained
+    f = clf.features(train.images)
+    assert torch.equal(clf.predict_from_features(f), clf.predict(train.images))
+    f[:] = 0  # a returned copy: the memo is not changed
+    assert clf.features(train.images).abs().sum() > 0

@@ -131,7 +131,7 @@ def inspect_generation(
         p, r = knn_precision_recall(f_real[real.labels == c], f_synth[synth.labels == c], K)
         m[f"quality_precision_{name}"], m[f"quality_recall_{name}"] = p, r
 
-    pred = reference.predict(synth.images)
+    pred = reference.predict_from_features(f_synth)  # same network pass as the features
     fid = label_fidelity(pred, synth.labels, num_classes)
     m["fidelity"] = fid["overall"]
     for name, v in zip(names, fid["per_class"]):

@@ -105,7 +105,7 @@ def knn_precision_recall(real: Any, fake: Any, k: int = 3) -> tuple[float, float
     row with its k-th nearest real neighbour's distance); recall: share of ``real`` rows inside
     the fake manifold. NaN when either side has no more than ``k`` rows.
     """
-    real, fake = _t64(real), _t64(fake)
+    real, fake = _t64(real).float(), _t64(fake).float()  # float32: 4x faster cdist, ample for radii
     if len(real) <= k or len(fake) <= k:
         return float("nan"), float("nan")
     precision = _covered(fake, real, _kth_radius(real, k)).double().mean().item()

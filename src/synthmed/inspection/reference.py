@@ -141,7 +141,25 @@ class ReferenceClassifier:
         return m.classifier[:-1](m.block2(m.block1(x)))  # everything but the output layer
 
     def features(self, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
-        """uint8 ``(N, 1, H, W)`` → float32 ``(N, D)`` penultimate activations (D = 64)."""
+        """uint8 ``(N, 1, H, W)`` → float32 ``(N, D)`` penultimate activations (D = 64).
+
+        The last result is memoised by a hash of the images' bytes, so inspecting several
+        generations against one real split runs the real images through the network once.
+        """
+        digest = hashlib.sha256(str(tuple(images.shape)).encode() + images.contiguous().numpy().tobytes()).hexdigest()
+        memo = self.__dict__.setdefault("_memo", {})
+        if digest not in memo:
+            if len(memo) >= 2:
+                memo.pop(next(iter(memo)))
+            memo[digest] = self._features(images, batch_size)
+        return memo[digest].clone()
+
+    def predict_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` features from :meth:`features` → ``(N,)`` int64 predicted classes."""
+        with torch.inference_mode():
+            return self.model.classifier.out(features.float()).argmax(1).long()
+
+    def _features(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         from synthmed.evaluation import to_input
 
         images = _resize(images, self.image_size)
