@@ -150,7 +150,7 @@ def _hashes(images: torch.Tensor) -> set[str]:
 
 
 def test_reference_trains_on_the_given_train_split_only(tmp_path, monkeypatch):
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -173,7 +173,6 @@ def test_reference_trains_on_the_given_train_split_only(tmp_path, monkeypatch):
         assert used == _hashes(train.images)
         assert not used & (_hashes(test.images) - _hashes(train.images))
 
-    del hypothesis
     check()
 
 
