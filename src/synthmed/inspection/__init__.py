@@ -1,0 +1,215 @@
+"""What was generated, checked: quality, label fidelity and memorization of synthetic images.
+
+:func:`inspect_generation` compares synthetic images with the real training images they came
+from, and returns metrics (MLflow-safe names), figures and a table of the most copy-like images.
+:func:`log_inspection` sends a result to any tracker through plain callables (no MLflow import).
+
+Features come from a :class:`~synthmed.inspection.reference.ReferenceClassifier` (the ``cnn``
+trained on the real training split), not from Inception: there is no weight download here, and
+grayscale MRI is far from ImageNet. These FD/KID values are therefore NOT comparable to published
+FID/KID numbers. The reference classifier only measures; it is never used to train or select anything.
+
+Metrics:
+    ``quality_fd``, ``quality_kid``, ``quality_kid_std`` (full mode only), ``quality_precision``,
+    ``quality_recall`` and per class ``quality_precision_<class>``, ``quality_recall_<class>``
+    (k-NN manifolds, k = 3, reference features; real images of class c vs synthetic of class c);
+    ``fidelity`` and ``fidelity_<class>``: share of synthetic images the reference classifier
+    assigns their intended class; ``memorization_near_copies_pixel`` / ``_feature`` and
+    ``memorization_near_copies_<class>`` (pixel): SHARE (0..1) of synthetic images whose nearest
+    real training image other than their own source is closer than 1/3 of the second nearest
+    (Gu et al. 2023); ``memorization_source_distance`` and ``memorization_nearest_other_distance``:
+    mean RMS pixel distance (images scaled to [0, 1]) to the own source and to the nearest other.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from synthmed.inspection.metrics import (
+    frechet_distance,
+    kid,
+    knn_precision_recall,
+    label_fidelity,
+    memorization,
+)
+from synthmed.inspection.reference import ReferenceClassifier
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from synthmed.data.base import ImageSet
+
+__all__ = [
+    "InspectionResult",
+    "ReferenceClassifier",
+    "frechet_distance",
+    "inspect_generation",
+    "kid",
+    "knn_precision_recall",
+    "label_fidelity",
+    "log_inspection",
+    "memorization",
+    "metric_suffix",
+]
+
+K = 3
+ROWS_PER_CLASS = 8  # per-class figure rows (full mode)
+OVERVIEW_PER_CLASS = 2
+WORST = 16
+
+
+def metric_suffix(name: str) -> str:
+    """A class name as an MLflow-safe metric-name suffix (alphanumerics, ``_``, ``-``, ``.``)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name.strip()) or "class"
+
+
+@dataclass
+class InspectionResult:
+    metrics: dict[str, float]
+    figures: dict[str, Figure] = field(default_factory=dict)
+    worst_pairs: pd.DataFrame | None = None
+
+
+def _pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1, H, W) → float (N, H*W) in [0, 1] / sqrt(H*W): L2 distance = RMS pixel distance."""
+    x = images.reshape(len(images), -1).float().div_(255.0)
+    return x.div_(math.sqrt(x.shape[1]))
+
+
+def _mean(t: torch.Tensor) -> float:
+    t = t[torch.isfinite(t)]
+    return float(t.double().mean()) if len(t) else math.nan
+
+
+def inspect_generation(
+    real: ImageSet,
+    synth: ImageSet,
+    reference: ReferenceClassifier,
+    classes: Sequence[str],
+    *,
+    cheap: bool = True,
+    max_images: int = 512,
+    seed: int = 0,
+) -> InspectionResult:
+    """Quality, label fidelity and memorization of ``synth`` against the real training images.
+
+    Args:
+        real: the real training images (the generator's sources); ``real.index`` are their ids.
+        synth: the synthetic images; ``synth.index`` holds each one's source id (same space as
+            ``real.index``), ``synth.labels`` its intended class.
+        reference: the reference classifier (features and predicted labels).
+        classes: class names, for metric names and figure titles.
+        cheap: subsample at most ``max_images`` synthetic images (seeded), skip KID, and make one
+            overview figure instead of one per class. ``cheap=False`` uses everything.
+        seed: subsampling and KID subset seed.
+    """
+    import pandas as pd
+
+    from synthmed.inspection.figures import per_class_figure, worst_pairs_figure
+
+    num_classes = len(classes)
+    if cheap and len(synth) > max_images:
+        rows = torch.randperm(len(synth), generator=torch.Generator().manual_seed(seed))[:max_images].sort().values
+        synth = synth.subset(rows)
+    names = [metric_suffix(c) for c in classes]
+    m: dict[str, float] = {}
+
+    f_real = reference.features(real.images).double()
+    f_synth = reference.features(synth.images).double()
+    m["quality_fd"] = frechet_distance(f_real, f_synth) if len(f_synth) > 1 else math.nan
+    if not cheap:
+        m["quality_kid"], m["quality_kid_std"] = kid(f_real, f_synth, seed=seed)
+    m["quality_precision"], m["quality_recall"] = knn_precision_recall(f_real, f_synth, K)
+    for c, name in enumerate(names):
+        p, r = knn_precision_recall(f_real[real.labels == c], f_synth[synth.labels == c], K)
+        m[f"quality_precision_{name}"], m[f"quality_recall_{name}"] = p, r
+
+    pred = reference.predict_from_features(f_synth)  # same network pass as the features
+    fid = label_fidelity(pred, synth.labels, num_classes)
+    m["fidelity"] = fid["overall"]
+    for name, v in zip(names, fid["per_class"]):
+        m[f"fidelity_{name}"] = v
+
+    mem_px = memorization(_pixels(synth.images), synth.index, _pixels(real.images), real.index)
+    mem_ft = memorization(f_synth, synth.index, f_real, real.index)
+    m["memorization_near_copies_pixel"] = mem_px["near_copy_rate"]
+    m["memorization_near_copies_feature"] = mem_ft["near_copy_rate"]
+    for c, name in enumerate(names):
+        mask = synth.labels == c
+        m[f"memorization_near_copies_{name}"] = float(mem_px["near_copy"][mask].double().mean()) if mask.any() else math.nan
+    m["memorization_source_distance"] = _mean(mem_px["source_distance"])
+    m["memorization_nearest_other_distance"] = _mean(mem_px["nearest_other"])
+
+    # table: most copy-like first (smallest nearest/second ratio in pixel space)
+    pos = {int(i): j for j, i in enumerate(real.index.tolist())}
+    df = pd.DataFrame({
+        "synthetic_row": range(len(synth)),
+        "source_id": synth.index.tolist(),
+        "intended": [classes[int(c)] for c in synth.labels],
+        "predicted": [classes[int(c)] for c in pred],
+        "source_distance": mem_px["source_distance"].tolist(),
+        "nearest_other_id": mem_px["nearest_other_id"].tolist(),
+        "nearest_other_distance": mem_px["nearest_other"].tolist(),
+        "second_other_distance": mem_px["second_other"].tolist(),
+        "ratio": mem_px["ratio"].tolist(),
+        "near_copy_pixel": mem_px["near_copy"].tolist(),
+        "near_copy_feature": mem_ft["near_copy"].tolist(),
+    }).sort_values(["ratio", "nearest_other_distance"], kind="stable").reset_index(drop=True)
+
+    def real_image(real_id: int) -> torch.Tensor | None:
+        j = pos.get(int(real_id))
+        return real.images[j] if j is not None else None
+
+    def rows_figure(rows: list[int], title: str, labels: list[str] | None = None) -> Figure:
+        sd, nd = mem_px["source_distance"], mem_px["nearest_other"]
+        nearest = [real_image(int(mem_px["nearest_other_id"][i])) for i in rows]
+        return per_class_figure(
+            [real_image(int(synth.index[i])) for i in rows],
+            synth.images[rows] if rows else synth.images[:0],
+            nearest, [float(sd[i]) for i in rows], [float(nd[i]) for i in rows], title, labels=labels,
+        )
+
+    figures: dict[str, Figure] = {}
+    g = torch.Generator().manual_seed(seed)
+    per_class_rows = []
+    for c in range(num_classes):
+        idx = torch.nonzero(synth.labels == c).flatten()
+        per_class_rows.append(idx[torch.randperm(len(idx), generator=g)].tolist())
+    overview = [(i, classes[c]) for c in range(num_classes) for i in per_class_rows[c][:OVERVIEW_PER_CLASS]]
+    figures["inspection/overview.png"] = rows_figure(
+        [i for i, _ in overview], "source | synthetic | nearest other real (RMS pixel distance)", [n for _, n in overview])
+    if not cheap:
+        for c, name in enumerate(names):
+            figures[f"inspection/class_{name}.png"] = rows_figure(
+                per_class_rows[c][:ROWS_PER_CLASS], f"{classes[c]}: source | synthetic | nearest other real")
+    worst = df.head(WORST)
+    figures["inspection/worst_pairs.png"] = worst_pairs_figure(
+        synth.images[worst["synthetic_row"].tolist()] if len(worst) else synth.images[:0],
+        [real_image(i) for i in worst["nearest_other_id"]],
+        worst["nearest_other_distance"].tolist(), worst["ratio"].tolist(), labels=worst["intended"].tolist(),
+    )
+    return InspectionResult(metrics=m, figures=figures, worst_pairs=df)
+
+
+def log_inspection(
+    result: InspectionResult,
+    log_metrics: Callable[[dict[str, float]], Any],
+    log_figure: Callable[[Figure, str], Any],
+    log_text: Callable[[str, str], Any],
+) -> None:
+    """Send a result to a tracker: e.g. ``mlflow.log_metrics``, ``mlflow.log_figure``, ``mlflow.log_text``.
+
+    NaN metrics (a class without images) are left out; the worst-pairs table goes as CSV text.
+    """
+    log_metrics({k: float(v) for k, v in result.metrics.items() if v == v})
+    for name, fig in result.figures.items():
+        log_figure(fig, name)
+    if result.worst_pairs is not None:
+        log_text(result.worst_pairs.to_csv(index=False), "inspection/worst_pairs.csv")

@@ -1,0 +1,200 @@
+"""Pure metric functions for inspecting generated images (torch / numpy in, floats / tensors out).
+
+No MLflow, no plotting. Features are whatever the caller passes: flattened pixels or the
+reference classifier's penultimate activations (see :mod:`synthmed.inspection.reference`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+CHUNK = 256  # synthetic rows per cdist chunk: 256 x 5120 floats = 5 MB
+
+
+def _np64(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _t64(x: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).double()
+
+
+def frechet_distance(a: Any, b: Any, *, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to features ``a`` (N, D) and ``b`` (M, D).
+
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrtm(S_a S_b))``; imaginary parts of the matrix square
+    root are dropped, and ``eps`` is added to the diagonals when the product is singular.
+    """
+    from scipy import linalg
+
+    a, b = _np64(a), _np64(b)
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1 = np.atleast_2d(np.cov(a, rowvar=False))
+    s2 = np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all() or any(issubclass(w.category, linalg.LinAlgWarning) for w in caught):
+        offset = np.eye(s1.shape[0]) * eps  # singular product: regularise the diagonals
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    covmean = np.real(covmean)
+    diff = mu1 - mu2
+    fd = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    return max(fd, 0.0)
+
+
+def kid(a: Any, b: Any, *, subsets: int = 10, subset_size: int | None = None, seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (here over any features): unbiased MMD² with ``(x·y/D + 1)^3``.
+
+    Returns the mean and standard deviation over ``subsets`` random subsets of ``subset_size``
+    rows of each side (default: ``min(1000, len(a), len(b))``), drawn without replacement.
+    """
+    a, b = _t64(a), _t64(b)
+    d = a.shape[1]
+    m = subset_size or min(1000, len(a), len(b))
+    m = min(m, len(a), len(b))
+    if m < 2:
+        return float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(subsets):
+        x = a[torch.randperm(len(a), generator=g)[:m]]
+        y = b[torch.randperm(len(b), generator=g)[:m]]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        mmd = ((kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+               + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+               - 2 * kxy.mean())
+        vals.append(float(mmd))
+    v = np.array(vals)
+    return float(v.mean()), float(v.std())
+
+
+def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance of each row to its k-th nearest other row (self excluded)."""
+    out = []
+    for s in range(0, len(x), CHUNK):
+        d = torch.cdist(x[s:s + CHUNK], x)  # (c, N)
+        out.append(d.topk(k + 1, dim=1, largest=False).values[:, k])  # column 0 is self (0)
+    return torch.cat(out)
+
+
+def _covered(query: torch.Tensor, ref: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Bool per query row: inside at least one ball ``B(ref_j, radii_j)``."""
+    out = []
+    for s in range(0, len(query), CHUNK):
+        d = torch.cdist(query[s:s + CHUNK], ref)  # (c, R)
+        out.append((d <= radii[None, :]).any(1))
+    return torch.cat(out)
+
+
+def knn_precision_recall(real: Any, fake: Any, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN radius manifolds.
+
+    Precision: share of ``fake`` rows inside the real manifold (union of balls around each real
+    row with its k-th nearest real neighbour's distance); recall: share of ``real`` rows inside
+    the fake manifold. NaN when either side has no more than ``k`` rows.
+    """
+    real, fake = _t64(real).float(), _t64(fake).float()  # float32: 4x faster cdist, ample for radii
+    if len(real) <= k or len(fake) <= k:
+        return float("nan"), float("nan")
+    precision = _covered(fake, real, _kth_radius(real, k)).double().mean().item()
+    recall = _covered(real, fake, _kth_radius(fake, k)).double().mean().item()
+    return float(precision), float(recall)
+
+
+def label_fidelity(pred: Any, intended: Any, num_classes: int) -> dict[str, Any]:
+    """Agreement of predicted with intended labels.
+
+    Returns ``{"overall": float, "per_class": [float] * num_classes, "counts": [int]}``; a class
+    without images gets NaN.
+    """
+    pred = torch.as_tensor(pred).long().flatten()
+    intended = torch.as_tensor(intended).long().flatten()
+    agree = pred == intended
+    overall = agree.double().mean().item() if len(agree) else float("nan")
+    per_class, counts = [], []
+    for c in range(num_classes):
+        mask = intended == c
+        n = int(mask.sum())
+        counts.append(n)
+        per_class.append(agree[mask].double().mean().item() if n else float("nan"))
+    return {"overall": float(overall), "per_class": per_class, "counts": counts}
+
+
+def memorization(
+    synth: Any, synth_source: Any, real: Any, real_ids: Any, *, ratio: float = 1 / 3, chunk: int = CHUNK,
+) -> dict[str, Any]:
+    """Per synthetic image: distance to its own source and to the nearest OTHER real images.
+
+    Args:
+        synth: ``(S, D)`` flattened pixels or features of the synthetic images.
+        synth_source: ``(S,)`` id of each synthetic image's real source.
+        real: ``(R, D)`` the real training images, same representation.
+        real_ids: ``(R,)`` their ids (same id space as ``synth_source``).
+        ratio: near-copy threshold (Gu et al. 2023): ``nearest < ratio * second``.
+
+    Returns:
+        ``source_distance`` (S,) (NaN where the source is not among ``real``), ``nearest_other``,
+        ``second_other`` (S,), ``nearest_other_id`` (S,) int64, ``ratio`` (S,),
+        ``near_copy`` (S,) bool, and ``n``, ``near_copies`` (int), ``near_copy_rate`` (float).
+
+    Distances are found with chunked ``torch.cdist`` (``chunk`` synthetic rows at a time) and the
+    three best candidates are recomputed exactly, so an exact copy has distance 0.
+    """
+    synth = torch.as_tensor(synth).float()
+    real = torch.as_tensor(real).float()
+    src = torch.as_tensor(synth_source).long()
+    rid = torch.as_tensor(real_ids).long()
+    s_n = len(synth)
+    source_d = torch.full((s_n,), float("nan"), dtype=torch.float64)
+    nearest = torch.full((s_n,), float("inf"), dtype=torch.float64)
+    second = torch.full((s_n,), float("inf"), dtype=torch.float64)
+    nearest_id = torch.full((s_n,), -1, dtype=torch.long)
+    pos = {int(i): j for j, i in enumerate(rid.tolist())}
+    kk = min(3, len(real))
+    for s in range(0, s_n, chunk):
+        x = synth[s:s + chunk]
+        d = torch.cdist(x, real)  # (c, R) float32, matrix-multiply mode: approximate
+        d[rid[None, :] == src[s:s + chunk, None]] = float("inf")  # exclude each row's own source
+        cand = d.topk(kk, dim=1, largest=False).indices  # (c, kk)
+        cand_valid = torch.isfinite(d.gather(1, cand))
+        exact = (x[:, None, :].double() - real[cand].double()).norm(dim=2)  # (c, kk)
+        exact[~cand_valid] = float("inf")
+        order = exact.argsort(1)
+        exact = exact.gather(1, order)
+        cand = cand.gather(1, order)
+        nearest[s:s + chunk] = exact[:, 0]
+        nearest_id[s:s + chunk] = torch.where(torch.isfinite(exact[:, 0]), rid[cand[:, 0]], -1)
+        if kk > 1:
+            second[s:s + chunk] = exact[:, 1]
+    for i, sid in enumerate(src.tolist()):
+        j = pos.get(int(sid))
+        if j is not None:
+            source_d[i] = (synth[i].double() - real[j].double()).norm()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = torch.where(second > 0, nearest / second, torch.where(nearest > 0, torch.inf, 0.0))
+    near = nearest < ratio * second
+    near |= (nearest == 0) & (second == 0)  # two exact copies: also a near copy
+    n_near = int(near.sum())
+    return {
+        "source_distance": source_d,
+        "nearest_other": nearest,
+        "second_other": second,
+        "nearest_other_id": nearest_id,
+        "ratio": r,
+        "near_copy": near,
+        "n": s_n,
+        "near_copies": n_near,
+        "near_copy_rate": n_near / s_n if s_n else math.nan,
+    }

@@ -1,0 +1,226 @@
+"""synthmed.inspection on constructed cases: tiny sets, 32 px, 1-2 epochs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from synthmed.data.base import ImageSet
+from synthmed.inspection import (
+    InspectionResult,
+    frechet_distance,
+    inspect_generation,
+    kid,
+    knn_precision_recall,
+    label_fidelity,
+    log_inspection,
+    memorization,
+)
+from synthmed.inspection import reference as ref_mod
+from synthmed.inspection.reference import ReferenceClassifier
+
+S = 32
+CLASSES = ("a", "b", "c", "d")
+
+
+def toy_set(n_per_class: int = 24, seed: int = 0, size: int = S) -> ImageSet:
+    """Separable classes: class c is bright in quadrant c, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    imgs, labels = [], []
+    h = size // 2
+    for c in range(4):
+        x = torch.randint(0, 40, (n_per_class, 1, size, size), generator=g)
+        r, q = divmod(c, 2)
+        x[:, :, r * h:(r + 1) * h, q * h:(q + 1) * h] += 180
+        imgs.append(x.clamp(0, 255).to(torch.uint8))
+        labels.append(torch.full((n_per_class,), c))
+    return ImageSet(torch.cat(imgs), torch.cat(labels))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    train = toy_set()
+    root = tmp_path_factory.mktemp("ref")
+    clf, cached = ReferenceClassifier.fit_or_load(train, 4, S, "toy-fp", root, epochs=2)
+    assert not cached
+    return train, clf, root
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def test_frechet_distance_zero_for_same_and_grows_with_shift():
+    x = torch.randn(500, 8, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    d1, d2 = frechet_distance(x, x + 1), frechet_distance(x, x + 3)
+    assert d1 == pytest.approx(8.0, rel=1e-3)  # |shift|^2 = 8 * 1
+    assert d2 > d1 > 0
+
+
+def test_frechet_distance_singular_covariance():
+    x = torch.randn(10, 20, generator=torch.Generator().manual_seed(0))  # N < D: singular
+    assert math.isfinite(frechet_distance(x, x + 0.5))
+
+
+def test_kid_zero_for_same_distribution_positive_for_shift():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 16, generator=g), torch.randn(400, 16, generator=g)
+    same, _ = kid(a, b, subsets=10, subset_size=200)
+    shifted, std = kid(a, b + 1.0, subsets=10, subset_size=200)
+    assert abs(same) < 0.05
+    assert shifted > 0.5 and shifted > 10 * abs(same)
+    assert std >= 0
+
+
+def test_precision_recall_identical_and_disjoint():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 5, generator=g)
+    assert knn_precision_recall(x, x.clone(), k=3) == (1.0, 1.0)
+    p, r = knn_precision_recall(x, torch.randn(100, 5, generator=g) + 100, k=3)
+    assert p == pytest.approx(0.0, abs=0.01) and r == pytest.approx(0.0, abs=0.01)
+
+
+def test_label_fidelity_per_class_nan():
+    out = label_fidelity(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0]), 3)
+    assert out["overall"] == 0.75
+    assert out["per_class"][0] == pytest.approx(2 / 3) and out["per_class"][1] == 1.0
+    assert math.isnan(out["per_class"][2]) and out["counts"] == [3, 1, 0]
+
+
+def test_memorization_identity_generator_source_distance_zero():
+    real = toy_set(8)
+    x = real.images.reshape(len(real), -1).float() / 255
+    mem = memorization(x, real.index, x, real.index)
+    assert torch.all(mem["source_distance"] == 0)
+    assert torch.all(mem["nearest_other"] > 0)  # its own source is excluded
+    assert mem["near_copies"] == 0 and mem["n"] == len(real)
+
+
+def test_memorization_copy_of_other_real_image_is_near_copy():
+    real = toy_set(8)
+    x = real.images.reshape(len(real), -1).float() / 255
+    n = len(real)
+    other = (torch.arange(n) + 1) % n  # synthetic i is an exact copy of real image i+1
+    mem = memorization(x[other], real.index, x, real.index, chunk=7)  # small chunks on purpose
+    assert mem["near_copies"] == n and mem["near_copy_rate"] == 1.0
+    assert torch.all(mem["nearest_other"] == 0)
+    assert torch.equal(mem["nearest_other_id"], real.index[other])
+    assert torch.all(mem["source_distance"] > 0)
+
+
+def test_memorization_missing_source_is_nan():
+    x = torch.randn(5, 4)
+    mem = memorization(x + 0.1, torch.tensor([100, 101, 102, 103, 104]), x, torch.arange(5))
+    assert torch.isnan(mem["source_distance"]).all()
+
+
+# --- reference classifier --------------------------------------------------------------------
+
+def test_reference_fidelity_high_on_train_low_on_noise(trained):
+    train, clf, _ = trained
+    assert (clf.predict(train.images) == train.labels).double().mean() > 0.9
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randint(0, 256, (64, 1, S, S), generator=g, dtype=torch.uint8)
+    intended = torch.arange(64) % 4
+    fid = label_fidelity(clf.predict(noise), intended, 4)["overall"]
+    assert fid < 0.5
+    feats = clf.features(train.images[:5])
+    assert feats.shape == (5, 64) and feats.dtype == torch.float32
+
+
+def test_reference_cache_second_call_does_not_train(trained, monkeypatch):
+    train, clf, root = trained
+    calls = []
+    real_train = ref_mod._train
+    monkeypatch.setattr(ref_mod, "_train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    clf2, cached = ReferenceClassifier.fit_or_load(train, 4, S, "toy-fp", root, epochs=2)
+    assert cached and not calls
+    assert torch.equal(clf2.predict(train.images), clf.predict(train.images))
+    assert len(list((root / "_reference").glob("*.pt"))) == 1
+    assert not list((root / "_reference").glob("*.tmp"))
+    _, cached = ReferenceClassifier.fit_or_load(train, 4, S, "other-fp", root, epochs=1)
+    assert not cached and len(calls) == 1  # another fingerprint: a new key, trains
+
+
+def _hashes(images: torch.Tensor) -> set[str]:
+    return {hashlib.sha256(im.numpy().tobytes()).hexdigest() for im in images}
+
+
+def test_reference_trains_on_the_given_train_split_only(tmp_path, monkeypatch):
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    seen = []
+    monkeypatch.setattr(ref_mod, "_train", lambda model, data, **k: seen.append(data))
+
+    @settings(max_examples=5, deadline=None)
+    @given(seed=st.integers(0, 10_000), n=st.integers(8, 30), frac=st.floats(0.2, 0.8))
+    def check(seed, n, frac):
+        g = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+        perm = torch.randperm(n, generator=g)
+        cut = max(1, min(n - 1, int(n * frac)))
+        full = ImageSet(images, torch.randint(0, 2, (n,), generator=g))
+        train, test = full.subset(perm[:cut]), full.subset(perm[cut:])
+        seen.clear()
+        ReferenceClassifier.fit_or_load(train, 2, 8, f"fp-{seed}-{n}-{frac}", tmp_path / str(seed))
+        assert len(seen) == 1
+        used = _hashes(seen[0].images)
+        assert used == _hashes(train.images)
+        assert not used & (_hashes(test.images) - _hashes(train.images))
+
+    check()
+
+
+# --- inspect_generation ----------------------------------------------------------------------
+
+def test_inspect_generation_identity_and_copy(trained):
+    train, clf, _ = trained
+    n = len(train)
+    ident = ImageSet(train.images.clone(), train.labels.clone(), train.index.clone(), torch.ones(n, dtype=torch.bool))
+    res = inspect_generation(train, ident, clf, CLASSES, cheap=False)
+    assert isinstance(res, InspectionResult)
+    m = res.metrics
+    assert m["memorization_source_distance"] == 0.0
+    assert m["memorization_near_copies_pixel"] == 0.0
+    assert m["quality_fd"] == pytest.approx(0.0, abs=1e-4)
+    assert m["quality_precision"] == 1.0 and m["quality_recall"] == 1.0
+    assert m["fidelity"] > 0.9
+    for key in ("quality_kid", "quality_kid_std", "quality_precision_a", "quality_recall_d", "fidelity_b",
+                "memorization_near_copies_feature", "memorization_near_copies_c",
+                "memorization_nearest_other_distance"):
+        assert key in m
+    assert "inspection/class_a.png" in res.figures and "inspection/overview.png" in res.figures
+    assert len(res.worst_pairs) == n
+
+    # a generator that returns a copy of another real image of the same class
+    other = torch.cat([torch.roll(torch.nonzero(train.labels == c).flatten(), 1) for c in range(4)])
+    rows = torch.cat([torch.nonzero(train.labels == c).flatten() for c in range(4)])
+    copy = ImageSet(train.images[other], train.labels[rows], train.index[rows], torch.ones(n, dtype=torch.bool))
+    res = inspect_generation(train, copy, clf, CLASSES, cheap=True, max_images=40, seed=3)
+    assert res.metrics["memorization_near_copies_pixel"] == 1.0
+    assert all(res.metrics[f"memorization_near_copies_{c}"] == 1.0 for c in CLASSES
+               if not math.isnan(res.metrics[f"memorization_near_copies_{c}"]))
+    assert "quality_kid" not in res.metrics
+    assert set(res.figures) == {"inspection/overview.png", "inspection/worst_pairs.png"}
+    assert len(res.worst_pairs) == 40
+
+    logged = {}
+    log_inspection(res, lambda d: logged.setdefault("metrics", d),
+                   lambda fig, name: logged.setdefault("figs", []).append(name),
+                   lambda text, name: logged.setdefault("text", (name, text)))
+    assert all(not (isinstance(v, float) and np.isnan(v)) for v in logged["metrics"].values())
+    assert logged["text"][0] == "inspection/worst_pairs.csv" and "near_copy_pixel" in logged["text"][1]
+    assert len(logged["figs"]) == 2
+
+
+def test_predict_from_features_matches_predict(trained):
+    train, clf, _ = trained
+    f = clf.features(train.images)
+    assert torch.equal(clf.predict_from_features(f), clf.predict(train.images))
+    f[:] = 0  # a returned copy: the memo is not changed
+    assert clf.features(train.images).abs().sum() > 0
