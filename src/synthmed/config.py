@@ -82,6 +82,7 @@ class Config:
     experiment: str = _f("synthmed", "MLflow experiment name")
     register: str | None = _f("default", "registered model name; 'default' = synthmed-<dataset>-<model>; 'none' = skip")
     gradcam: bool = _f(True, "log a Grad-CAM panel and agreement metrics with every run")
+    inspect: bool = _f(True, "with synthetic images: log cheap checks of them (realism, label fidelity, memorization)")
     log_model: bool = _f(True, "log the trained model to MLflow (needed to register it; sweeps turn it off)")
     quiet: bool = _f(False, "no progress bars")
 

@@ -98,6 +98,11 @@ class RunLogger:
             plt.close(fig)  # also when logging fails: pyplot keeps figures alive until closed
 
     # --- what train() logs -------------------------------------------------------------------------
+    def log_text(self, text: str, path: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, path)
+
     def log_dict(self, data: dict[str, Any], path: str) -> None:
         import mlflow
 

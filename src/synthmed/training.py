@@ -170,6 +170,7 @@ def train(
     from synthmed import tracking
     from synthmed.generators.build import generator_class
     from synthmed.gradcam.panel import log_run_gradcam
+    from synthmed.inspection.run import check_run
     from synthmed.plugins import default_plugin_manager, registry
     from synthmed.policies.base import PolicyContext
 
@@ -191,6 +192,8 @@ def train(
                             log_artifact=logger.log_artifact)
         train_set = policy.training_set(real, ctx)
         logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, policy, config))
+        if config.inspect:  # what the generator made: realism, label fidelity, memorization (no-op without)
+            check_run(train_set, real, splits, config, logger)
 
         torch.manual_seed(config.seed)
         model = factory.create(splits.num_classes, config.image_size, config).to(device)

@@ -2,7 +2,7 @@
 
 Each command family lives in its own module beside this one — ``train`` and ``plugins``
 (:mod:`.train`), ``generate`` and ``cache`` (:mod:`.generate`), ``sweep`` and ``report``
-(:mod:`.sweep`), ``gradcam`` (:mod:`.gradcam`) — with options generated from
+(:mod:`.sweep`), ``gradcam`` (:mod:`.gradcam`), ``inspect-generator`` (:mod:`.inspect`) — with options generated from
 :class:`synthmed.config.Config` (:mod:`.options`), so the CLI, the MLproject parameters and the
 Python API cannot drift apart. Commands raise :class:`~synthmed.errors.SynthmedError`; only the
 group below turns it into a ``click.ClickException``.
@@ -45,10 +45,12 @@ def _add_commands() -> None:
     """Each command family's module imports cheaply (torch, mlflow load when a command runs)."""
     from synthmed.cli.generate import cache, generate
     from synthmed.cli.gradcam import gradcam_command
+    from synthmed.cli.inspect import inspect_generator_command
     from synthmed.cli.sweep import report_command, sweep_command
     from synthmed.cli.train import plugins, train
 
-    for command in (train, plugins, generate, cache, sweep_command, report_command, gradcam_command):
+    for command in (train, plugins, generate, cache, inspect_generator_command, sweep_command, report_command,
+                    gradcam_command):
         main.add_command(command)
 
 

@@ -160,7 +160,7 @@ def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd
              + (f", {data.failed} missing (failed or not run: rerun the same command to retry them)."
                 if data.failed else "."))
     tables = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
-    from synthmed.sweep.results import provenance_line
+    from synthmed.sweep.provenance import provenance_line
 
     line = provenance_line(data.provenance)
     md = [f"# Sweep {data.sweep_id}", intro, line, DEFINITIONS]

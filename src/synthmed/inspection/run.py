@@ -1,0 +1,86 @@
+"""Checking what a generator made, for a run (cheap, every synthetic run) or on demand (``synthmed inspect-generator``).
+
+Both use the reference classifier of :mod:`.reference` — trained once per dataset and image size
+on the full real training split, cached, and never used to train or select anything — and the
+pure metrics of :mod:`.metrics`. Logging is passed in (a run logger), so this module computes and
+hands over; :func:`inspect_generator` is the orchestration that opens its own MLflow run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from synthmed.config import Config
+    from synthmed.data.base import ImageSet, Splits
+    from synthmed.inspection import InspectionResult
+
+__all__ = ["InspectReport", "check_run", "inspect_generator"]
+
+CHEAP_MAX_IMAGES = 256  # synthetic images the per-run check looks at (seeded subsample)
+
+
+def reference_for(splits: Splits, config: Config) -> tuple[Any, bool]:
+    """The dataset's reference classifier at the run's image size: from the cache, or trained now."""
+    from synthmed.generators.cache import GenerationCache
+    from synthmed.inspection.reference import ReferenceClassifier
+
+    root = GenerationCache.from_config(config).root
+    return ReferenceClassifier.fit_or_load(splits.train, splits.num_classes, config.image_size, splits.fingerprint,
+                                           root, quiet=config.quiet)
+
+
+def check_run(train_set: ImageSet, real: ImageSet, splits: Splits, config: Config, sink: Any, *,
+              cheap: bool = True) -> InspectionResult | None:
+    """Inspect the synthetic part of a run's training set against its real sample; log into ``sink``.
+
+    ``sink`` has ``log_metrics``, ``log_figure`` and ``log_text`` (a run logger). Returns ``None``
+    when the set holds no synthetic image.
+    """
+    from synthmed.inspection import inspect_generation, log_inspection
+
+    rows = train_set.synthetic.nonzero().flatten()
+    if len(rows) == 0:
+        return None
+    reference, from_cache = reference_for(splits, config)
+    result = inspect_generation(real, train_set.subset(rows), reference, splits.classes, cheap=cheap,
+                                max_images=CHEAP_MAX_IMAGES if cheap else len(rows), seed=config.seed)
+    sink.log_metrics({"inspection_reference_from_cache": float(from_cache)})
+    log_inspection(result, sink.log_metrics, sink.log_figure, sink.log_text)
+    return result
+
+
+@dataclass
+class InspectReport:
+    """What :func:`inspect_generator` logged."""
+
+    run_id: str
+    metrics: dict[str, float]
+
+
+def inspect_generator(config: Config, pm: pluggy.PluginManager | None = None) -> InspectReport:
+    """Make (or read from the cache) a synthetic run's images and log the full checks to a new MLflow run.
+
+    The images are exactly those ``policy=synthetic`` with ``config`` trains on (same sample, same
+    plan, same generations); nothing is trained.
+    """
+    from synthmed import tracking
+    from synthmed.data.loading import load_splits, sample_real
+    from synthmed.plugins import default_plugin_manager, registry
+    from synthmed.policies.base import PolicyContext
+
+    pm = pm or default_plugin_manager()
+    config = config.replace(policy="synthetic")
+    policy = registry("policies", pm).get("synthetic").from_config(config, pm)
+    splits = load_splits(config, pm)
+    with tracking.run(config, splits, run_name=f"inspect-{config.generator}-{config.real_frac:g}",
+                      tags={"synthmed.kind": "inspect-generator"}) as logger:
+        real, _ = sample_real(splits, config)
+        ctx = PolicyContext(config, splits, pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
+                            log_artifact=logger.log_artifact)
+        mixed = policy.training_set(real, ctx)
+        result = check_run(mixed, real, splits, config, logger, cheap=False)
+        return InspectReport(logger.run_id, dict(result.metrics) if result is not None else {})
