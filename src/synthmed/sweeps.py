@@ -194,6 +194,9 @@ def sweep(
                      tuple(sorted(_as_list(real_fracs, base.real_frac, float))), int(simulations),
                      base.seed if seed is None else int(seed), gradcam, log_model)
     _check_run_options(spec, workers, executor, pm)
+    from synthmed.tracking import prepare_store
+
+    prepare_store(base)  # a silent tracking server fails now; ghost runs are marked KILLED
     client, parent_id = _parent_run(spec)
     done = _finished(client, parent_id, spec.sweep_id)
     todo = [t for t in spec.tasks() if (t.cell.label, t.simulation) not in done]

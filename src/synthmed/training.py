@@ -212,6 +212,7 @@ def train(
 
         check_external(registry("generators", pm).get(config.generator), config)
     device = resolve_device(config)
+    tracking.prepare_store(config)  # a silent tracking server fails now; ghost runs are marked KILLED
     splits = splits if splits is not None else load_splits(config, pm)
 
     with tracking.run(config, splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
