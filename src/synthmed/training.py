@@ -207,7 +207,7 @@ def train(
     # Resolve every plugin first: a typo fails before minutes of data loading.
     factory = registry("models", pm).get(config.model)()
     policy = registry("policies", pm).get(config.policy).from_config(config)
-    if config.gradcam:  # the panel generates variations: refuse an external generator now, not after training
+    if config.gradcam or config.policy == "synthetic":  # a typo or an external generator fails now, not after loading
         from synthmed.policies.synthetic import check_external
 
         check_external(registry("generators", pm).get(config.generator), config)
