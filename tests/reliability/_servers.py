@@ -3,11 +3,14 @@ that counts every TCP connection and can drop connections or stall before answer
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
+import time
+from collections import Counter
 from typing import Any
 
-from _openai_server import FakeImagesServer, _handler
+from _openai_server import FakeImagesServer, _handler, _parse_multipart
 
 
 class SilentServer:
@@ -53,8 +56,11 @@ class FaultyImagesServer(FakeImagesServer):
         super().__post_init__()
         self.connections = 0
         self.drop = 0
-        self.stall_s = 0.0  # sleep before answering (longer than the client's timeout = a timeout)
+        self.stall_next = 0  # this many requests sleep stall_s before answering (a client timeout)
+        self.stall_s = 0.0
         self.dropped = 0
+        self.delivered: Counter = Counter()  # source sha256 -> successful responses fully sent (paid)
+        self._local = threading.local()
         outer = self
         base = _handler(self)
 
@@ -70,11 +76,18 @@ class FaultyImagesServer(FakeImagesServer):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if outer.stall_s:
-                    import time
-
+                with outer._lock:
+                    stall = outer.stall_next > 0
+                    outer.stall_next -= stall
+                if stall:
                     time.sleep(outer.stall_s)
+                outer._local.last = None
                 super().do_POST()
+                self.wfile.flush()
+                last = outer._local.last
+                if last is not None and last[0] == 200:
+                    with outer._lock:
+                        outer.delivered[last[1]] += 1
 
         self._httpd.RequestHandlerClass = Handler
         verify = self._httpd.verify_request
@@ -85,3 +98,9 @@ class FaultyImagesServer(FakeImagesServer):
             return verify(request, client_address)
 
         self._httpd.verify_request = counting  # type: ignore[method-assign]
+
+    def respond(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], dict]:
+        status, extra, payload = super().respond(path, headers, body)
+        image = _parse_multipart(headers.get("Content-Type", ""), body)[1]
+        self._local.last = (status, hashlib.sha256(image).hexdigest() if image else "")
+        return status, extra, payload
