@@ -23,6 +23,8 @@ from synthmed.errors import SynthmedError
 
 #: option names that hold credentials: never accepted in ``generator_options`` (they would be logged)
 SECRET_KEY = re.compile(r"key|secret|token|password", re.I)
+#: ``scheme://user:password@host``: credentials inside a URL option (they would be logged and cached)
+URL_CREDENTIALS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*@")
 DEFAULT_GENERATOR = "elastic"  # local, free, sends nothing off this machine (see docs/generators.md)
 
 
@@ -38,7 +40,7 @@ class Config:
     dataset: str = _f("alzheimer_mri", "dataset plugin name (see `synthmed plugins`)")
     data_dir: str | None = _f(None, "local copy of the dataset (else $SYNTHMED_DATA_DIR, else the hub)")
     revision: str | None = _f(None, "hub revision (commit or tag) to pin the dataset to")
-    image_size: int = _f(128, "side of the square images fed to the model", min=8)
+    image_size: int = _f(128, "side of the square images fed to the model", min=8, max=4096)
     skip_bad_images: bool = _f(False, "skip (and count) undecodable images instead of failing")
     test_frac: float = _f(0.2, "test share for datasets without a test split (imagefolder)", gt=0.0, lt=1.0)
     split_seed: int = _f(0, "seed of that test split; fixed apart from `seed` so repeated runs share one test set", min=0)
@@ -54,7 +56,7 @@ class Config:
     policy_options: str | None = _f(None, "policy params as 'key=value,key=value' (e.g. basic: degrees=5,flip_p=0)")
     generator: str = _f(DEFAULT_GENERATOR, "synthetic-image generator (policy=synthetic)")
     synth_frac: float | None = _f(None, "synthetic share Y of the full training size; default 1 - real_frac", ge=0.0)
-    variations_per_image: int = _f(1, "variations k generated per real source image (upper bound)", min=1)
+    variations_per_image: int = _f(1, "variations k generated per real source image (upper bound)", min=1, max=1000)
     base_policy: str = _f("none", "classic policy applied on top of the mixed set (policy=synthetic)")
     mix: str = _f("append", "how synthetic images join the real ones", choices=("append", "replace"))
     replace_p: float = _f(0.5, "mix=replace: chance a real image is swapped for a variation each epoch", ge=0.0, le=1.0)
@@ -66,11 +68,11 @@ class Config:
                           "seeded by source only, reused across seeds; auto: per-simulation unless the generator is paid",
                           choices=("auto", "per-simulation", "shared"))
     # training
-    epochs: int = _f(10, "training epochs", min=1)
+    epochs: int = _f(10, "training epochs", min=1, max=100_000)
     budget: str = _f("epochs", "epochs: `epochs` passes over the run's own training set; steps: the optimizer steps of "
                      "`epochs` passes over the FULL training split, whatever the run's set size (matched compute)",
                      choices=("epochs", "steps"))
-    batch_size: int = _f(32, "mini-batch size", min=1)
+    batch_size: int = _f(32, "mini-batch size", min=1, max=65_536)
     lr: float = _f(1e-3, "Adam learning rate", gt=0.0)
     weight_decay: float = _f(0.0, "Adam weight decay", ge=0.0)
     patience: int = _f(0, "early stopping: epochs without val-loss improvement (0 = off; needs val_frac > 0)", min=0)
@@ -91,7 +93,9 @@ class Config:
             object.__setattr__(self, "register", None)  # one spelling for "do not register"
         for f in fields(self):
             _check_field(f, getattr(self, f.name))
-        secrets = [k for k in (*self.generator_params(), *self.policy_params()) if SECRET_KEY.search(k)]
+        options = {**self.generator_params(), **self.policy_params()}
+        secrets = [k for k in options if SECRET_KEY.search(k)]
+        secrets += [f"{k} (credentials in a URL)" for k, v in options.items() if URL_CREDENTIALS.search(v)]
         if secrets:
             where = (" — `mlflow run` has already logged it as a run param: delete that run and rotate the key"
                      if os.environ.get("MLFLOW_RUN_ID") else "")
@@ -271,14 +275,34 @@ def _check_field(f: dataclasses.Field[Any], value: Any) -> None:
         bounds.append(f"<= {meta['le']}")
     if "min" in meta and value < meta["min"]:
         bounds.append(f">= {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        bounds.append(f"<= {meta['max']}")
     if bounds:
         allowed = _describe_bounds(meta)
-        raise SynthmedError(f"{f.name}={value!r} is out of range — allowed: {allowed}")
+        raise SynthmedError(f"{f.name}={value!r} is out of range — allowed: {allowed}{_cost_hint(f.name, value)}")
     if "choices" in meta and value not in meta["choices"]:
         raise SynthmedError(f"{f.name}={value!r} is not allowed — choose one of {', '.join(meta['choices'])}")
 
 
 def _describe_bounds(meta: Mapping[str, Any]) -> str:
     lo = f"> {meta['gt']}" if "gt" in meta else f">= {meta['ge']}" if "ge" in meta else f">= {meta['min']}" if "min" in meta else ""
-    hi = f"< {meta['lt']}" if "lt" in meta else f"<= {meta['le']}" if "le" in meta else ""
+    hi = (f"< {meta['lt']}" if "lt" in meta else f"<= {meta['le']}" if "le" in meta
+          else f"<= {meta['max']}" if "max" in meta else "")
     return " and ".join(p for p in (lo, hi) if p)
+
+
+def _cost_hint(name: str, value: Any) -> str:
+    """For an absurd image size: the memory it implies (refused before any data is loaded)."""
+    if name != "image_size" or value <= 0:
+        return ""
+    one = value * value  # bytes of one (1, S, S) uint8 image; the model sees it as float32 (x4)
+    return (f" (one {value}x{value} image is {_bytes(one)} as uint8 and {_bytes(4 * one)} as the model's "
+            f"float32 input; 10,000 images would need {_bytes(10_000 * one)}) — use e.g. 128")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

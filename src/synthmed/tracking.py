@@ -10,7 +10,7 @@ import traceback
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
-from synthmed import names
+from synthmed import ghosts, names
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
 
@@ -235,6 +235,7 @@ def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str,
         names.TAG_MODEL: config.model,
         names.TAG_POLICY: config.policy,
         names.TAG_REAL_FRAC: f"{config.real_frac:g}",
+        **ghosts.owner_tags(),  # lets a later run prove this one dead if the process is killed
     }
     commit = active.data.tags.get("mlflow.source.git.commit") or git_commit()
     if commit:
@@ -245,3 +246,60 @@ def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str,
     mlflow.log_text(json.dumps(splits.meta, indent=2, default=str), "data/meta.json")
     logger.log_params({f"data.{k}": v for k, v in splits.meta.items()
                        if isinstance(v, (str, int, float, bool)) and len(str(v)) < 500})
+
+
+# --- before a run or sweep starts ---------------------------------------------------------------------
+#: seconds an http(s) tracking server has to answer before a run gives up (before any data loading)
+PROBE_TIMEOUT_ENV, PROBE_TIMEOUT_S = "SYNTHMED_TRACKING_TIMEOUT_S", 5.0
+
+
+def prepare_store(config: Config) -> None:
+    """Check the tracking store answers, then mark the experiment's ghost runs KILLED (:mod:`synthmed.ghosts`).
+
+    Called at the start of every run and sweep, before data loading, so an unreachable server fails
+    in seconds instead of after minutes of loading and ~250 s of MLflow's retries.
+    """
+    import mlflow
+
+    _probe(mlflow.get_tracking_uri())
+    client = mlflow.MlflowClient()
+    launcher = os.environ.get("MLFLOW_RUN_ID")
+    if launcher:
+        experiment_id = client.get_run(launcher).info.experiment_id
+    else:
+        experiment = client.get_experiment_by_name(config.experiment)
+        if experiment is None:
+            return
+        experiment_id = experiment.experiment_id
+    active = mlflow.active_run()
+    keep = {r for r in (launcher, active.info.run_id if active else None) if r}
+    ghosts.reap(client, experiment_id, keep=keep)
+
+
+def _probe(uri: str) -> None:
+    """Fail fast, with the URI (credentials hidden) and what to do, when an http(s) server is silent."""
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    shown = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    try:
+        timeout = float(os.environ.get(PROBE_TIMEOUT_ENV) or PROBE_TIMEOUT_S)
+    except ValueError:
+        raise SynthmedError(f"{PROBE_TIMEOUT_ENV}={os.environ[PROBE_TIMEOUT_ENV]!r} is not a number of seconds") from None
+    try:
+        with urllib.request.urlopen(shown.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered (an old server without /health, or auth): MLflow's own errors are clear enough
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SynthmedError(
+            f"MLflow tracking server {shown} did not answer within {timeout:g} s ({reason}) — start it, fix "
+            f"MLFLOW_TRACKING_URI, or unset it to log to the local sqlite:///mlflow.db "
+            f"(raise the wait with {PROBE_TIMEOUT_ENV})"
+        ) from None

@@ -181,9 +181,10 @@ def train(
     # Resolve every plugin first: a typo fails before minutes of data loading.
     factory = registry("models", pm).get(config.model)()
     policy = registry("policies", pm).get(config.policy).from_config(config, pm)
-    if config.gradcam:  # the panel generates variations: refuse an external generator now, not after training
+    if config.gradcam or config.policy == "synthetic":  # a typo or an external generator fails now, not after loading
         generator_class(config, pm)
     device = resolve_device(config)
+    tracking.prepare_store(config)  # a silent tracking server fails now; ghost runs are marked KILLED
     splits = present(splits, config, pm) if splits is not None else load_splits(config, pm)
 
     with tracking.run(config, splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:

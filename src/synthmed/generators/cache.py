@@ -119,11 +119,13 @@ class GenerationCache:
         from PIL import Image, PngImagePlugin
 
         path = self.path(generator, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._writing():
+            path.parent.mkdir(parents=True, exist_ok=True)
         info = PngImagePlugin.PngInfo()
         info.add_text("synthmed", json.dumps(meta, sort_keys=True, default=str))
         pil = Image.fromarray(image[0].contiguous().cpu().numpy(), mode="L")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
+        with self._writing():
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
                 pil.save(fh, format="PNG", pnginfo=info)
@@ -131,18 +133,41 @@ class GenerationCache:
                     fh.flush()
                     os.fsync(fh.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(tmp)  # never a half-written file: the temp file goes, the entry never appeared
+            if isinstance(exc, OSError):
+                with self._writing():
+                    raise exc
             raise
         return path
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn 'disk full', 'read-only' and 'permission denied' into an error naming the folder."""
+        import errno
+
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            what = "is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "cannot be written"
+            raise SynthmedError(
+                f"generation cache {self.root} {what} ({exc.strerror}) — free space there or point the "
+                f"cache at a writable folder with space: --cache-dir PATH (cache_dir) or ${CACHE_ENV}; "
+                "images finished so far are kept, no partial file is left"
+            ) from exc
 
     def lock(self, generator: str) -> Any:
         """An inter-process lock per generator: parallel runs never generate the same key twice."""
         from filelock import FileLock
 
         folder = self.root / generator
-        folder.mkdir(parents=True, exist_ok=True)
+        with self._writing():
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):  # FileLock would wait forever on a lock it cannot create
+                raise PermissionError(13, "Permission denied", str(folder))
         return FileLock(str(folder / ".lock"))
 
     def _entries(self, generator: str | None = None) -> Iterator[tuple[str, Path]]:

@@ -105,6 +105,9 @@ def sweep(
                      base.seed if seed is None else int(seed), gradcam, log_model,
                      device_kind=device.split(":")[0], precision=precision_name(base, device))
     _check_run_options(spec, workers, executor, pm)
+    from synthmed.tracking import prepare_store
+
+    prepare_store(base)  # a silent tracking server fails now; ghost runs are marked KILLED
     client, parent_id = _parent_run(spec)
     done = _finished(client, parent_id, spec.sweep_id)
     todo = [t for t in spec.tasks() if (t.cell.label, t.simulation) not in done]
@@ -172,7 +175,9 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
     else:
         parent_id = client.create_run(experiment_id, run_name=f"sweep-{spec.sweep_id[:8]}").info.run_id
     given = client.get_run(parent_id).data.params  # `mlflow run` logged its -P values as spelled
-    tags = {TAG_SWEEP: "1", TAG_ID: spec.sweep_id, TAG_SIMULATIONS: str(spec.simulations),
+    from synthmed.ghosts import owner_tags
+
+    tags = {**owner_tags(), TAG_SWEEP: "1", TAG_ID: spec.sweep_id, TAG_SIMULATIONS: str(spec.simulations),
             names.TAG_SPEC_ID: spec.spec_id, names.TAG_DEVICE: spec.device_kind, names.TAG_PRECISION: spec.precision,
             names.TAG_SWEEP_GRADCAM: str(spec.gradcam), names.TAG_SWEEP_LOG_MODEL: str(spec.log_model)}
     params = [mlflow.entities.Param(k, v) for k, v in spec.params().items() if k not in given]
