@@ -14,7 +14,7 @@ from synthmed.sweep.report import load_sweep, publish
 from synthmed.sweep import sweep
 from test_sweep import FakeTrain  # tests/ is on sys.path (pytest rootdir conftest)
 
-FIGURES = {"distribution_cnn.png", "median_vs_real_frac_cnn.png"}
+FIGURES = {"distribution_cnn.png", "median_vs_real_frac_cnn.png", "real_scan_equivalent_cnn.png"}
 
 
 def _artifacts(run_id: str, path: str = "report") -> set[str]:
@@ -35,7 +35,7 @@ def fake_sweep(mlflow_uri, monkeypatch, tiny_splits):
 
 
 def test_publish_logs_tables_figures_and_report(fake_sweep, tmp_path):
-    expected = {f"report/{name}" for name in ("summary.csv", "pairs.csv", "report.md", "report.html")}
+    expected = {f"report/{name}" for name in ("summary.csv", "pairs.csv", "equivalence.csv", "report.md", "report.html")}
     expected |= {f"report/figures/{name}" for name in FIGURES}
     assert _artifacts(fake_sweep.parent_run_id) == expected
     published = publish(fake_sweep.parent_run_id, output=tmp_path / "out")
@@ -44,9 +44,17 @@ def test_publish_logs_tables_figures_and_report(fake_sweep, tmp_path):
     md = (out / "report.md").read_text()
     assert "| cnn | basic | 0.5 | 4 |" in md and "basic vs none at 0.5" in md and "](figures/distribution_cnn.png)" in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "<table>" in html
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html and "*" not in html
+    assert "Provenance: generator none used" in md and "budget epochs" in md and "device cpu" in md
+    assert "## Real-scan equivalent" in md and "50% real + basic ≈" in md and "100% real + basic ≈" in md
     assert list(published.summary["n"]) == [4, 4, 4, 4]
     assert len(published.pairs) == 4  # basic vs none at 0.5 and 1; 0.5 vs 1 for none and basic
+    pairs = published.pairs
+    assert {"test_cross_entropy.hl", "test_cross_entropy.hl_low", "test_cross_entropy.p_holm",
+            "test_cross_entropy.rank_biserial"} <= set(pairs.columns)
+    assert (pairs["test_cross_entropy.p_holm"] >= pairs["test_cross_entropy.p_value"]).all()
+    metrics = __import__("mlflow").get_run(fake_sweep.parent_run_id).data.metrics
+    assert "cnn.basic.0.5.real_scan_equivalent.beyond" in metrics and "cnn.basic_vs_none.0.5.test_cross_entropy.p_holm" in metrics
 
 
 def test_load_sweep_keeps_the_newest_duplicate_and_counts_missing(fake_sweep):

@@ -162,12 +162,16 @@ def test_append_fills_up_to_the_full_split_with_provenance(config):
     assert rec.artifacts["grid.png"][1][:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_second_identical_run_pays_nothing_and_pools_are_shared_across_seeds(config):
+def test_second_identical_run_pays_nothing_and_shared_pools_serve_other_seeds(config):
     first, _, _ = run(config)
     second, _, rec = run(config)
     assert rec.metrics["synthetic_cache_misses"] == 0 and torch.equal(first.images, second.images)
-    _, _, other_seed = run(config.replace(seed=1))  # another sample, another draw: still reuses the pool
-    assert other_seed.metrics["synthetic_cache_hits"] > 0
+    _, _, fresh = run(config.replace(seed=1))  # per-simulation (the default for a free generator): its own images
+    assert fresh.metrics["synthetic_cache_hits"] == 0 and fresh.params["synthetic_generations"] == "per-simulation"
+    shared = config.replace(generations="shared")
+    run(shared)
+    _, _, other_seed = run(shared.replace(seed=1))  # another sample, another draw: still reuses the pool
+    assert other_seed.metrics["synthetic_cache_hits"] > 0 and other_seed.params["synthetic_generations"] == "shared"
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -37,8 +37,10 @@ def provenance(parent: Run, children: list[Run]) -> dict[str, str]:
         "budget": params.get("budget", "epochs"),
         "epochs": params.get("epochs", "n/a"),
         "image_size": params.get("image_size", "n/a"),
-        "device": seen("device_used"),
-        "precision": seen("precision_used"),
+        "device": seen("device_used") if any("device_used" in r.data.params for r in children)
+        else tags.get(names.TAG_DEVICE, "n/a"),
+        "precision": seen("precision_used") if any("precision_used" in r.data.params for r in children)
+        else tags.get(names.TAG_PRECISION, "n/a"),
         "dataset": params.get("dataset", "n/a"),
         "dataset_fingerprint": seen(names.TAG_FINGERPRINT, "tags"),
         "dataset_revision": params.get("revision", "None"),

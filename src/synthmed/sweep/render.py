@@ -104,16 +104,35 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def pair_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    head = ["comparison", "n", "Δ cross-entropy median [95% CI]", "p", "Δ accuracy [95% CI]", "p",
-            "Δ macro-F1 [95% CI]", "p"]
+    """One row per comparison: Hodges–Lehmann estimate and interval, Wilcoxon p raw and Holm-adjusted, effect size."""
+    head = ["comparison", "n", "Δ cross-entropy HL [95% CI]", "p", "p (Holm)", "rank-biserial r",
+            "Δ accuracy HL [95% CI]", "p (Holm)", "Δ macro-F1 HL [95% CI]", "p (Holm)"]
     body = []
     for r in pairs.to_dict("records"):
         what = (f"{r['model']} {r['policy']} vs {r['baseline_policy']} at {r['real_frac']:g}" if r["kind"] == "policy"
                 else f"{r['model']} {r['policy']}: {r['real_frac']:g} vs {r['baseline_frac']:g}")
-        cells = [what, str(int(r.get(f"{HEADLINE}.n", 0)))]
-        for metric in (HEADLINE, "test_accuracy", "test_macro_f1"):
-            cells += [_with_ci(r, metric, "median_diff"), _p_value(r.get(f"{metric}.p_value"))]
+        cells = [what, str(int(r.get(f"{HEADLINE}.n", 0))), _hl(r, HEADLINE), _p_value(r.get(f"{HEADLINE}.p_value")),
+                 _p_value(r.get(f"{HEADLINE}.p_holm")), _num(r.get(f"{HEADLINE}.rank_biserial"), 2)]
+        for metric in ("test_accuracy", "test_macro_f1"):
+            cells += [_hl(r, metric), _p_value(r.get(f"{metric}.p_holm"))]
         body.append(cells)
+    return head, body
+
+
+def _hl(row: dict[str, Any], metric: str) -> str:
+    if _num(row.get(f"{metric}.hl")) == "":
+        return ""
+    low, high = _num(row.get(f"{metric}.hl_low")), _num(row.get(f"{metric}.hl_high"))
+    return f"{_num(row[f'{metric}.hl'])} [{low or '–'}, {high or '–'}]"
+
+
+def equivalence_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """One row per (model, policy, fraction): its median and the real fraction it is worth."""
+    from synthmed.sweep.equivalence import describe
+
+    head = ["model", "policy", "real fraction", "median cross-entropy", "real-scan equivalent [95% CI]"]
+    body = [[r["model"], r["policy"], f"{r['real_frac']:g}", _num(r["median"]), describe(r)]
+            for r in table.to_dict("records")]
     return head, body
 
 
@@ -136,17 +155,27 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
 
 
 # --- the report ------------------------------------------------------------------------------------
-def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd.DataFrame) -> list[Path]:
-    """Write ``summary.csv``, ``pairs.csv``, ``figures/*.png``, ``report.md`` and ``report.html``."""
+def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd.DataFrame,
+                 equivalents: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``summary.csv``, ``pairs.csv``, ``equivalence.csv``, ``figures/*.png``, ``report.md`` and ``report.html``."""
+    from synthmed.sweep.equivalence import COLUMNS, equivalence_figure
+
+    import pandas as pd
+
     plt = pyplot()
+    equivalents = equivalents if equivalents is not None else pd.DataFrame(columns=COLUMNS)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     summary.to_csv(folder / "summary.csv", index=False)
     pairs.to_csv(folder / "pairs.csv", index=False)
+    equivalents.to_csv(folder / "equivalence.csv", index=False)
     figures: list[tuple[str, Path]] = []
     for model in data.models:
         dist = distribution_figure(data.results, model, data.policies, data.real_fracs)
-        for name, fig in ((f"distribution_{model}.png", dist),
-                          (f"median_vs_real_frac_{model}.png", median_figure(summary, model, data.policies))):
+        drawn = [(f"distribution_{model}.png", dist),
+                 (f"median_vs_real_frac_{model}.png", median_figure(summary, model, data.policies))]
+        if len(equivalents[equivalents["model"] == model]):
+            drawn.append((f"real_scan_equivalent_{model}.png", equivalence_figure(data.results, equivalents, model)))
+        for name, fig in drawn:
             try:
                 fig.savefig(folder / "figures" / name, dpi=120)
             finally:
@@ -160,6 +189,8 @@ def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd
              + (f", {data.failed} missing (failed or not run: rerun the same command to retry them)."
                 if data.failed else "."))
     tables = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
+    if len(equivalents):
+        tables.append(("Real-scan equivalent", equivalence_rows(equivalents)))
     from synthmed.sweep.provenance import provenance_line
 
     line = provenance_line(data.provenance)

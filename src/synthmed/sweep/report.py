@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from synthmed.errors import SynthmedError
 from synthmed.sweep.results import SweepData, child_runs, load_sweep
+from synthmed.sweep.equivalence import real_scan_equivalents
 from synthmed.sweep.stats import METRICS, cell_prefix, pairs_table, summary_table
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ __all__ = ["Published", "SweepData", "child_runs", "load_sweep", "publish"]  # t
 
 ARTIFACT_DIR = "report"
 _STATS = ("median", "iqr", "mean", "std", "ci_low", "ci_high")
-_PAIR_STATS = ("median_diff", "ci_low", "ci_high", "p_value")
+_PAIR_STATS = ("median_diff", "ci_low", "ci_high", "hl", "hl_low", "hl_high", "p_value", "p_holm", "rank_biserial",
+               "d_z")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Published:
     summary: pd.DataFrame
     pairs: pd.DataFrame
     directory: Path | None  # the ``--output`` copy, when asked for
+    equivalents: pd.DataFrame | None = None  # real-scan equivalents (see synthmed.sweep.equivalence)
 
 
 def publish(parent_run_id: str, *, client: MlflowClient | None = None, output: str | Path | None = None) -> Published:
@@ -51,20 +54,21 @@ def publish(parent_run_id: str, *, client: MlflowClient | None = None, output: s
     client = client or mlflow.MlflowClient()
     data = load_sweep(parent_run_id, client)
     summary, pairs = summary_table(data.results), pairs_table(data.results)
-    _log_metrics(client, parent_run_id, data, summary, pairs)
+    equivalents = real_scan_equivalents(data.results)
+    _log_metrics(client, parent_run_id, data, summary, pairs, equivalents)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_DIR
-        _report_render.write_report(folder, data, summary, pairs)
+        _report_render.write_report(folder, data, summary, pairs, equivalents)
         client.log_artifacts(parent_run_id, str(folder), ARTIFACT_DIR)
         directory = None
         if output is not None:
             directory = Path(output)
             shutil.copytree(folder, directory, dirs_exist_ok=True)
-    return Published(data, summary, pairs, directory)
+    return Published(data, summary, pairs, directory, equivalents)
 
 
 def _log_metrics(client: MlflowClient, run_id: str, data: SweepData, summary: pd.DataFrame,
-                 pairs: pd.DataFrame) -> None:
+                 pairs: pd.DataFrame, equivalents: pd.DataFrame) -> None:
     from mlflow.entities import Metric
 
     values: dict[str, float] = {"simulations_finished": len(data.results), "simulations_missing": data.failed}
@@ -77,6 +81,10 @@ def _log_metrics(client: MlflowClient, run_id: str, data: SweepData, summary: pd
         values[f"{row['name']}.n"] = row.get("test_cross_entropy.n", math.nan)
         for metric in METRICS:
             values.update({f"{row['name']}.{metric}.{s}": row.get(f"{metric}.{s}", math.nan) for s in _PAIR_STATS})
+    for row in equivalents.to_dict("records"):  # X* as a fraction; "beyond" has no finite value: a flag
+        prefix = f"{cell_prefix(row['model'], row['policy'], row['real_frac'])}.real_scan_equivalent"
+        values.update({prefix: row["equivalent"], f"{prefix}.ci_low": row["ci_low"],
+                       f"{prefix}.ci_high": row["ci_high"], f"{prefix}.beyond": float(row["status"] == "beyond")})
     now, step = int(time.time() * 1000), len(data.results)  # step: finished simulations so far
     batch = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and math.isfinite(v)]
     for start in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from synthmed.names import SWEEP_METRICS as METRICS  # the metrics summarised, headline first
+from synthmed.sweep.comparisons import holm
 from synthmed.sweep.spec import frac_label  # re-exported: how fractions are written
 
 if TYPE_CHECKING:
@@ -103,22 +104,33 @@ def paired_difference(
         b: values of the baseline for the *same* simulations, in the same order.
 
     Returns:
-        ``median_diff, ci_low, ci_high, p_value, n``. ``p_value`` is 1.0 when every
-        difference is zero and NaN when there are fewer than two pairs.
+        ``median_diff, ci_low, ci_high`` (median of the differences, bootstrap CI), ``hl, hl_low,
+        hl_high`` (Hodges–Lehmann estimate and its Wilcoxon-based interval: the quantity the test
+        is about), ``p_value`` (Wilcoxon signed-rank; 1.0 when every difference is zero, NaN under
+        two pairs), ``rank_biserial`` and ``d_z`` (effect sizes) and ``n``.
     """
+    from synthmed.sweep.comparisons import cohen_dz, hodges_lehmann, hodges_lehmann_ci, rank_biserial
+
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"paired samples must be 1-D and of equal length, got {x.shape} and {y.shape}")
     d = x - y
     nan = float("nan")
     if d.size == 0:
-        return dict(median_diff=nan, ci_low=nan, ci_high=nan, p_value=nan, n=0)
+        return dict(median_diff=nan, ci_low=nan, ci_high=nan, hl=nan, hl_low=nan, hl_high=nan, p_value=nan,
+                    rank_biserial=nan, d_z=nan, n=0)
     low, high = bootstrap_ci(d, np.median, level=level, n_boot=n_boot, seed=seed)
+    hl_low, hl_high = hodges_lehmann_ci(d, level)
     return dict(
         median_diff=float(np.median(d)),
         ci_low=low,
         ci_high=high,
+        hl=hodges_lehmann(d),
+        hl_low=hl_low,
+        hl_high=hl_high,
         p_value=_wilcoxon_p(d),
+        rank_biserial=rank_biserial(d),
+        d_z=cohen_dz(d),
         n=int(d.size),
     )
 
@@ -138,6 +150,8 @@ def _wilcoxon_p(d: np.ndarray) -> float:
 # ``results``: one row per finished simulation with columns model, policy, real_frac, simulation
 # and the metrics in METRICS (see synthmed.report.load_results).
 CELL = ["model", "policy", "real_frac"]
+#: extra pairs a report makes when both policies ran: (policy, its control)
+CONTROLS = (("synthetic", "oversample"),)
 
 
 def summary_table(results: pd.DataFrame, *, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
@@ -173,10 +187,11 @@ def pairs_table(
     by_cell = {key: g.set_index("simulation") for key, g in results.groupby(CELL, sort=False)}
     rows = []
     for (model, policy, frac), g in by_cell.items():
-        for kind, base in (
-            ("policy", (model, baseline_policy, frac)),
-            ("fraction", (model, policy, baseline_frac)),
-        ):
+        against = [("policy", (model, baseline_policy, frac)), ("fraction", (model, policy, baseline_frac))]
+        for policy_, control in CONTROLS:  # e.g. synthetic vs oversample: what the generator adds
+            if policy == policy_:
+                against.insert(1, ("policy", (model, control, frac)))
+        for kind, base in against:
             if base == (model, policy, frac) or base not in by_cell:
                 continue
             row: dict[str, Any] = {
@@ -192,7 +207,11 @@ def pairs_table(
             rows.append(row)
     rows.sort(key=lambda r: r["kind"] != "policy")  # policy comparisons first (stable otherwise)
     columns = ["model", "kind", "policy", "baseline_policy", "real_frac", "baseline_frac", "name"]
-    return pd.DataFrame(rows, columns=None if rows else columns)
+    table = pd.DataFrame(rows, columns=None if rows else columns)
+    for metric in metrics:  # Holm across every comparison of the table, per metric; raw p kept
+        if f"{metric}.p_value" in table:
+            table[f"{metric}.p_holm"] = holm(table[f"{metric}.p_value"].to_numpy(dtype=float))
+    return table
 
 
 def cell_prefix(model: str, policy: str, frac: float) -> str:

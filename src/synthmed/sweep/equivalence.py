@@ -1,0 +1,167 @@
+"""The real-scan equivalent: how many real scans a policy's training data is worth.
+
+For a policy P at real fraction X, in a sweep that also runs the baseline (``none``) at two or more
+fractions: fit the baseline's median test cross-entropy as a non-increasing function of the
+fraction (isotonic regression, pool-adjacent-violators, then linear interpolation between the
+fractions), and read off the fraction X* at which it equals P's median. "30% real + synthetic ≈
+62% real [55%, 70%]". The interval is a percentile bootstrap over simulations (each cell's
+simulations resampled with replacement, the curve refitted, X* read again).
+
+X* is never extrapolated: when P beats the baseline even at its largest fraction the answer is
+"beyond" that fraction (``inf``); when P is worse than the baseline at its smallest fraction it is
+"at most" that fraction. Plain arrays and pandas: no MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from synthmed.names import HEADLINE
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = ["COLUMNS", "describe", "equivalence_figure", "invert_curve", "isotonic_decreasing",
+           "real_scan_equivalent", "real_scan_equivalents"]
+
+COLUMNS = ["model", "policy", "real_frac", "median", "equivalent", "ci_low", "ci_high", "status"]
+
+
+def isotonic_decreasing(y: Sequence[float] | np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
+    """The non-increasing sequence closest to ``y`` in weighted least squares (pool adjacent violators)."""
+    values = [float(v) for v in y]
+    w = [1.0] * len(values) if weights is None else [float(v) for v in weights]
+    blocks: list[list[float]] = []  # [mean, weight, count]
+    for v, wt in zip(values, w):
+        blocks.append([v, wt, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:  # a rise: pool the two blocks
+            m2, w2, c2 = blocks.pop()
+            m1, w1, c1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
+    return np.array([m for m, _, c in blocks for _ in range(int(c))])
+
+
+def invert_curve(fracs: Sequence[float], fitted: Sequence[float], target: float) -> tuple[float, str]:
+    """The smallest fraction where the non-increasing curve ``fitted(fracs)`` reaches ``target``.
+
+    Returns ``(X*, status)``: ``ok``; ``beyond`` (``inf``: the target is below the curve's last
+    value); ``at_most`` (the smallest fraction: the target is above the curve's first value).
+    """
+    x, f = np.asarray(fracs, dtype=float), np.asarray(fitted, dtype=float)
+    if not math.isfinite(target):
+        return math.nan, "n/a"
+    if target < f[-1]:
+        return math.inf, "beyond"
+    if target > f[0]:
+        return float(x[0]), "at_most"
+    k = int(np.flatnonzero(f <= target)[0])  # first point at or below the target
+    if k == 0 or f[k] == target or f[k - 1] == f[k]:
+        return float(x[k]), "ok"
+    t = (f[k - 1] - target) / (f[k - 1] - f[k])  # linear between fracs k-1 and k
+    return float(x[k - 1] + t * (x[k] - x[k - 1])), "ok"
+
+
+def _cell(results: pd.DataFrame, model: str, policy: str, frac: float, metric: str) -> np.ndarray:
+    rows = results[(results["model"] == model) & (results["policy"] == policy) & np.isclose(results["real_frac"], frac)]
+    return rows[metric].dropna().to_numpy(dtype=float)
+
+
+def _point(curve: dict[float, np.ndarray], target: np.ndarray) -> tuple[float, str]:
+    fracs = sorted(curve)
+    medians = [float(np.median(curve[f])) for f in fracs]
+    return invert_curve(fracs, isotonic_decreasing(medians, [len(curve[f]) for f in fracs]), float(np.median(target)))
+
+
+def real_scan_equivalent(results: pd.DataFrame, model: str, policy: str, real_frac: float, *,
+                         metric: str = HEADLINE, baseline: str = "none", n_boot: int = 1000, level: float = 0.95,
+                         seed: int = 0) -> dict[str, Any]:
+    """X* for one cell, with its bootstrap interval (keys of :data:`COLUMNS`)."""
+    base_fracs = sorted(results.loc[(results["model"] == model) & (results["policy"] == baseline), "real_frac"].unique())
+    curve = {float(f): _cell(results, model, baseline, f, metric) for f in base_fracs}
+    curve = {f: v for f, v in curve.items() if v.size}
+    target = _cell(results, model, policy, real_frac, metric)
+    out: dict[str, Any] = dict(model=model, policy=policy, real_frac=float(real_frac),
+                               median=float(np.median(target)) if target.size else math.nan)
+    if len(curve) < 2 or not target.size:
+        return {**out, "equivalent": math.nan, "ci_low": math.nan, "ci_high": math.nan, "status": "n/a"}
+    x_star, status = _point(curve, target)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        boot = {f: v[rng.integers(0, v.size, v.size)] for f, v in curve.items()}
+        draws[b] = _point(boot, target[rng.integers(0, target.size, target.size)])[0]
+    alpha = (1 - level) / 2
+    low, high = (float(np.quantile(draws, q, method="lower" if q < 0.5 else "higher")) for q in (alpha, 1 - alpha))
+    return {**out, "equivalent": x_star, "ci_low": low, "ci_high": high, "status": status}
+
+
+def real_scan_equivalents(results: pd.DataFrame, *, metric: str = HEADLINE, baseline: str = "none",
+                          n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """X* for every (model, policy other than the baseline, fraction) whose model has the baseline at 2+ fractions."""
+    import pandas as pd
+
+    rows = []
+    for model in results["model"].unique() if len(results) else []:
+        mine = results[results["model"] == model]
+        if mine.loc[mine["policy"] == baseline, "real_frac"].nunique() < 2:
+            continue
+        for (policy, frac), _ in mine[mine["policy"] != baseline].groupby(["policy", "real_frac"], sort=False):
+            rows.append(real_scan_equivalent(results, model, policy, frac, metric=metric, baseline=baseline,
+                                             n_boot=n_boot, seed=seed))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _pct(x: float) -> str:
+    return "beyond 100%" if x == math.inf else ("n/a" if not math.isfinite(x) else f"{100 * x:.0f}%")
+
+
+def describe(row: dict[str, Any]) -> str:
+    """``"30% real + synthetic ≈ 62% real [55%, 70%]"`` (or ``beyond 100%``, ``at most 30%``)."""
+    head = f"{100 * row['real_frac']:.0f}% real + {row['policy']}"
+    if row["status"] == "n/a":
+        return f"{head}: no equivalent (the baseline needs two or more real fractions)"
+    x = row["equivalent"]
+    value = ("beyond the largest fraction run" if row["status"] == "beyond"
+             else f"at most {_pct(x)}" if row["status"] == "at_most" else _pct(x))
+    return f"{head} ≈ {value} real [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
+
+
+def equivalence_figure(results: pd.DataFrame, table: pd.DataFrame, model: str, *, metric: str = HEADLINE,
+                       baseline: str = "none") -> Figure:
+    """The baseline's medians and monotone fit against the fraction, each policy projected onto it."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    base = results[(results["model"] == model) & (results["policy"] == baseline)]
+    fracs = sorted(base["real_frac"].unique())
+    medians = [float(base.loc[np.isclose(base["real_frac"], f), metric].median()) for f in fracs]
+    sizes = [int(np.isclose(base["real_frac"], f).sum()) for f in fracs]
+    fitted = isotonic_decreasing(medians, sizes)
+    ax.plot(fracs, medians, "o", color="black", label=f"{baseline}: median per fraction")
+    ax.plot(fracs, fitted, "-", color="black", alpha=0.6, label=f"{baseline}: monotone fit")
+    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"])
+    shown: dict[str, str] = {}
+    for row in table[table["model"] == model].to_dict("records"):
+        first = row["policy"] not in shown
+        color = shown.setdefault(row["policy"], next(colors, "tab:gray"))
+        y, x0, xs = row["median"], row["real_frac"], row["equivalent"]
+        ax.plot([x0], [y], "s", color=color, label=f"{row['policy']}: median at its real fraction" if first else None)
+        if row["status"] == "ok" and math.isfinite(xs):
+            ax.plot([x0, xs], [y, y], ":", color=color)
+            ax.plot([xs, xs], [y, ax.get_ylim()[0]], "--", color=color, alpha=0.7)
+            if math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]):
+                ax.errorbar([xs], [y], xerr=[[xs - row["ci_low"]], [max(row["ci_high"], xs) - xs]], fmt="none",
+                            ecolor=color, capsize=3)
+        elif row["status"] == "beyond":
+            ax.annotate("beyond", (x0, y), textcoords="offset points", xytext=(6, -10), color=color, fontsize=8)
+    ax.set_xlabel("real fraction")
+    ax.set_ylabel(f"median {metric}")
+    ax.set_title(f"{model}: real-scan equivalent of each policy (dashed: X*)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,127 @@
+"""Statistics of the report: Hodges–Lehmann with its Wilcoxon interval, Holm, effect sizes, the real-scan equivalent."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from synthmed.sweep.comparisons import (
+    cohen_dz, hodges_lehmann, hodges_lehmann_ci, holm, rank_biserial, signed_rank_cdf, wilcoxon_p)
+from synthmed.sweep.equivalence import describe, invert_curve, isotonic_decreasing, real_scan_equivalent, \
+    real_scan_equivalents
+
+finite = st.floats(-5, 5, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=40))
+def test_holm_matches_statsmodels(p):
+    from statsmodels.stats.multitest import multipletests
+
+    assert np.allclose(holm(p), multipletests(p, method="holm")[1])
+
+
+def test_holm_keeps_nan_out_of_the_family():
+    out = holm([0.01, math.nan, 0.04])
+    assert math.isnan(out[1]) and np.allclose(out[[0, 2]], [0.02, 0.04])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=25))
+def test_hodges_lehmann_is_the_median_of_walsh_averages(d):
+    direct = np.median([(a + b) / 2 for i, a in enumerate(d) for b in d[i:]])
+    assert hodges_lehmann(d) == pytest.approx(direct)
+
+
+def test_signed_rank_null_distribution_by_enumeration():
+    for n in (1, 4, 7):
+        sums = [sum(r for r, s in zip(range(1, n + 1), signs) if s) for signs in itertools.product((0, 1), repeat=n)]
+        brute = np.cumsum(np.bincount(sums, minlength=n * (n + 1) // 2 + 1)) / 2**n
+        assert np.allclose(signed_rank_cdf(n), brute)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False).map(lambda v: round(v, 3)), min_size=6, max_size=14, unique=True))
+def test_hl_interval_is_where_the_wilcoxon_test_does_not_reject(d):
+    """Brute force: theta is inside the 95% interval iff the exact test of d - theta keeps H0 (no ties)."""
+    from scipy.stats import wilcoxon
+
+    low, high = hodges_lehmann_ci(d)
+    assert low <= hodges_lehmann(d) <= high
+    x = np.asarray(d)
+    for theta in np.linspace(min(d) - 1, max(d) + 1, 41):
+        shifted = x - theta
+        if np.any(np.isclose(shifted, 0)) or len(set(np.round(np.abs(shifted), 9))) < len(shifted):
+            continue  # the exact test needs no zeros and no ties
+        keeps = wilcoxon(shifted, method="exact").pvalue > 0.05
+        inside = low <= theta < high
+        if not np.isclose(theta, [low, high]).any():
+            assert keeps == inside, (theta, low, high)
+
+
+def test_too_few_pairs_have_no_interval_and_the_p_value_matches_scipy():
+    from scipy.stats import wilcoxon
+
+    assert all(math.isnan(v) for v in hodges_lehmann_ci([0.1, 0.2, 0.3, 0.4, 0.5]))  # n = 5 cannot reach 95%
+    d = [0.3, -0.1, 0.25, 0.4, 0.05, 0.2, -0.02]
+    assert wilcoxon_p(d) == pytest.approx(wilcoxon(d).pvalue)
+    assert wilcoxon_p([0.0, 0.0]) == 1.0 and math.isnan(wilcoxon_p([0.1]))
+
+
+def test_effect_sizes_on_constructed_cases():
+    assert rank_biserial([0.1, 0.2, 0.3]) == 1.0 and rank_biserial([-1, -2]) == -1.0
+    assert rank_biserial([1, -1, 2, -2]) == 0.0 and math.isnan(rank_biserial([0, 0]))
+    assert cohen_dz([1.0, 2.0, 3.0]) == pytest.approx(2.0)
+
+
+# --- the real-scan equivalent ---------------------------------------------------------------------
+def table(curve: dict[float, float], policy_medians: dict[float, float], n: int = 5, noise: float = 0.0,
+          seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for policy, cells in (("none", curve), ("synthetic", policy_medians)):
+        for frac, value in cells.items():
+            for i in range(n):
+                jitter = (i - (n - 1) / 2) * 0.001 + noise * rng.standard_normal()
+                rows.append(dict(model="cnn", policy=policy, real_frac=frac, simulation=i, test_cross_entropy=value + jitter))
+    return pd.DataFrame(rows)
+
+
+def test_a_linear_curve_gives_the_exact_fraction():
+    results = table({0.2: 1.0, 0.6: 0.6, 1.0: 0.2}, {0.3: 0.5})
+    row = real_scan_equivalent(results, "cnn", "synthetic", 0.3, n_boot=200)
+    assert row["status"] == "ok" and row["equivalent"] == pytest.approx(0.7, abs=1e-6)
+    assert row["ci_low"] <= row["equivalent"] <= row["ci_high"]
+    assert describe(row).startswith("30% real + synthetic ≈ 70% real [")
+
+
+def test_beyond_and_at_most_are_never_extrapolated():
+    beyond = real_scan_equivalent(table({0.3: 0.9, 1.0: 0.5}, {0.3: 0.4}), "cnn", "synthetic", 0.3, n_boot=50)
+    assert beyond["status"] == "beyond" and beyond["equivalent"] == math.inf
+    assert "beyond the largest fraction" in describe(beyond)
+    worse = real_scan_equivalent(table({0.3: 0.9, 1.0: 0.5}, {0.3: 1.2}), "cnn", "synthetic", 0.3, n_boot=50)
+    assert worse["status"] == "at_most" and worse["equivalent"] == 0.3
+
+
+def test_non_monotone_noise_still_gives_a_monotone_fit_and_a_sensible_answer():
+    fit = isotonic_decreasing([1.0, 0.7, 0.8, 0.5])
+    assert np.all(np.diff(fit) <= 0) and fit.tolist() == pytest.approx([1.0, 0.75, 0.75, 0.5])
+    x, status = invert_curve([0.2, 0.4, 0.6, 0.8], fit, 0.75)
+    assert (x, status) == (0.4, "ok")  # the smallest fraction reaching the target on a flat stretch
+    results = table({0.2: 1.0, 0.4: 0.7, 0.6: 0.8, 0.8: 0.5}, {0.2: 0.6}, noise=0.01, seed=3)
+    row = real_scan_equivalent(results, "cnn", "synthetic", 0.2, n_boot=200)
+    assert 0.6 <= row["equivalent"] <= 0.8 and row["ci_low"] <= row["equivalent"] <= row["ci_high"]
+
+
+def test_seeded_and_only_with_two_baseline_fractions():
+    results = table({0.2: 1.0, 1.0: 0.2}, {0.2: 0.6}, noise=0.02)
+    a = real_scan_equivalents(results, n_boot=100, seed=1)
+    assert a.equals(real_scan_equivalents(results, n_boot=100, seed=1)) and len(a) == 1
+    one = table({1.0: 0.2}, {0.2: 0.6})
+    assert real_scan_equivalents(one).empty
