@@ -116,6 +116,11 @@ def test_rejects_bad_options(tiny_sd_img2img, option, value):
         sd(tiny_sd_img2img, **{option: value})
 
 
+def test_less_than_one_denoising_step_is_refused(tiny_sd_img2img):
+    with pytest.raises(SynthmedError, match=r"steps=2 x strength=0.35 is less than one denoising step.*at least 3"):
+        sd(tiny_sd_img2img, steps="2", strength="0.35")
+
+
 # --- weights that are not here -----------------------------------------------------------------------
 def test_offline_without_weights_fails_at_once_naming_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

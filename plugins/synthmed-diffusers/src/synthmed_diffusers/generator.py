@@ -17,6 +17,7 @@ generator) -> grayscale -> Lanczos back to ``(H, W)``.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -76,6 +77,11 @@ class SDVariationGenerator(Generator):
         self.dtype = ("float16" if self.device.startswith("cuda") else "float32") if dtype == "auto" else dtype
         self.size = size or self.weights.size
         self.image_variation = self.weights.pipeline == IMAGE_VARIATION
+        if not self.image_variation and int(self.steps * self.strength) < 1:  # diffusers' own arithmetic
+            raise SynthmedError(
+                f"generator 'sd-variation': steps={self.steps} x strength={self.strength} is less than one "
+                f"denoising step — raise steps to at least {math.ceil(1 / self.strength)} or raise strength"
+            )
         self.classes: tuple[str, ...] = ()
         self._pipe: Any = None
         self._lock = threading.Lock()
