@@ -136,6 +136,24 @@ def test_offline_without_weights_fails_at_once_naming_the_fix(tmp_path, monkeypa
     assert "--generator-options model=/path/to/stable-diffusion-v1-5" in message
 
 
+def test_a_hub_id_is_taken_from_the_hub_cache_offline_and_keyed_on_its_revision(tiny_sd_img2img, tmp_path, monkeypatch):
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny--sd-img2img"
+    shutil.copytree(tiny_sd_img2img, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    gen = sd("tiny/sd-img2img")
+    params = gen.output_params()
+    assert params["model"] == "tiny/sd-img2img" and params["revision"] == commit
+    assert params["weights_sha256"] == sd(tiny_sd_img2img).output_params()["weights_sha256"]  # same files
+    out = gen.generate(*sources(1), variation=0, seed=0)
+    assert out.dtype == torch.uint8 and tuple(out.shape) == (1, 1, 24, 40)
+
+
 def test_a_missing_folder_or_a_folder_without_a_pipeline_is_a_clear_error(tmp_path):
     with pytest.raises(SynthmedError, match="is not a folder, nor a hub id.*huggingface-cli download"):
         sd(tmp_path / "nope")
