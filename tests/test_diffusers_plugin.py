@@ -24,7 +24,7 @@ CLASSES = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Deme
 
 
 def sd(model, **options):
-    options = {"model": str(model), "steps": 4, "device": "cpu", **options}
+    options = {"model": str(model), "steps": 2, "strength": 0.5, "guidance": 1.0, "device": "cpu", **options}
     return registry("generators", get_plugin_manager(autoload=True)).get("sd-variation")(**options)
 
 
@@ -66,9 +66,9 @@ def test_local_and_free_and_keyed_on_model_and_weights(tiny_sd_img2img, tmp_path
 def test_img2img_keeps_size_and_dtype_and_is_seeded_per_item(tiny_sd_img2img):
     gen = sd(tiny_sd_img2img)
     gen.bind(CLASSES)
-    images, labels = sources()
+    images, labels = sources(2)
     a = gen.generate(images, labels, variation=0, seed=5)
-    assert a.dtype == torch.uint8 and tuple(a.shape) == (3, 1, 24, 40)
+    assert a.dtype == torch.uint8 and tuple(a.shape) == (2, 1, 24, 40)
     assert torch.equal(a, gen.generate(images, labels, variation=0, seed=5))  # reproducible
     assert torch.equal(a[1], gen.generate(images[1:2], labels[1:2], variation=0, seed=5)[0])  # batch-independent
     assert not torch.equal(a, gen.generate(images, labels, variation=0, seed=6))  # another seed differs
@@ -77,7 +77,7 @@ def test_img2img_keeps_size_and_dtype_and_is_seeded_per_item(tiny_sd_img2img):
 
 
 def test_prompt_names_the_class_and_reaches_the_pipeline(tiny_sd_img2img):
-    gen = sd(tiny_sd_img2img, prompt="brain MRI, {class} (label {label})")
+    gen = sd(tiny_sd_img2img, prompt="brain MRI, {class} (label {label})", guidance=3.0)
     gen.bind(CLASSES)
     assert gen.prompt_for(0) == "brain MRI, Mild Demented (label 0)"
     assert gen.prompt_for(3) == "brain MRI, Very Mild Demented (label 3)"
@@ -100,11 +100,11 @@ def test_image_variation_pipeline_needs_no_prompt(tiny_variation):
 
 
 def test_from_config_and_string_options(tiny_sd_img2img):
-    options = f"model={tiny_sd_img2img},strength=0.5,steps=3,guidance=1.5,size=64,dtype=float32,device=cpu"
+    options = f"model={tiny_sd_img2img},strength=0.5,steps=3,guidance=1.5,size=48,dtype=float32,device=cpu"
     gen = registry("generators", get_plugin_manager(autoload=True)).get("sd-variation").from_config(
         Config(generator="sd-variation", generator_options=options)
     )
-    assert (gen.strength, gen.steps, gen.guidance, gen.size, gen.dtype) == (0.5, 3, 1.5, 64, "float32")
+    assert (gen.strength, gen.steps, gen.guidance, gen.size, gen.dtype) == (0.5, 3, 1.5, 48, "float32")
     out = gen.generate(*sources(1, 20, 20), variation=0, seed=0)
     assert tuple(out.shape) == (1, 1, 20, 20)
 

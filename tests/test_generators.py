@@ -47,7 +47,7 @@ def build(tmp_path, pm, request):
         if name == "folder":
             return cls(path=make_folder(tmp_path / "pool"))
         if name == "sd-variation":  # plugin synthmed-diffusers: a tiny random pipeline, no download
-            return cls(model=str(request.getfixturevalue("tiny_sd_img2img")), steps=3, device="cpu")
+            return cls(model=str(request.getfixturevalue("tiny_sd_img2img")), steps=2, strength=0.5, guidance=1, device="cpu")
         if name == "openai":
             server = FakeImagesServer().__enter__()
             servers.append(server)
