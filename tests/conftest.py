@@ -38,6 +38,16 @@ def pm():
     return get_plugin_manager()
 
 
+@pytest.fixture(scope="session")
+def tiny_sd_img2img(tmp_path_factory) -> Path:
+    """A tiny random ``StableDiffusionImg2ImgPipeline`` folder (for the synthmed-diffusers plugin)."""
+    pytest.importorskip("diffusers", reason="diffusers is not installed")
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    from _tiny_diffusers import save_tiny_img2img
+
+    return save_tiny_img2img(tmp_path_factory.mktemp("tiny-sd-img2img"))
+
+
 @pytest.fixture
 def real_data_dir() -> Path:
     """The real Alzheimer MRI copy; required under CI, skipped elsewhere when absent."""

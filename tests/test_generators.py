@@ -38,7 +38,7 @@ def make_folder(root) -> str:
 
 
 @pytest.fixture
-def build(tmp_path, pm):
+def build(tmp_path, pm, request):
     """Build any registered generator for the contract: defaults, or what the built-ins need."""
     servers = []
 
@@ -46,6 +46,8 @@ def build(tmp_path, pm):
         cls = registry("generators", pm).get(name)
         if name == "folder":
             return cls(path=make_folder(tmp_path / "pool"))
+        if name == "sd-variation":  # plugin synthmed-diffusers: a tiny random pipeline, no download
+            return cls(model=str(request.getfixturevalue("tiny_sd_img2img")), steps=2, strength=0.5, guidance=1, device="cpu")
         if name == "openai":
             server = FakeImagesServer().__enter__()
             servers.append(server)
