@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 MODEL_ARTIFACT = "model"
 REGISTRY_ALIAS = "newest"  # every registered version takes it; aliases, not stages
+# What kind of experiment this is, for MLflow's UI: without it MLflow 3 opens an experiment in its
+# GenAI overview (an empty traces dashboard) instead of the runs table.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def config_from_logged(values: dict[str, Any]) -> Config:
@@ -221,6 +224,15 @@ def _start(config: Config, parent_run_id: str | None, run_name: str | None) -> t
     return mlflow.start_run(run_name=run_name or f"{config.model}-{config.policy}-{config.real_frac:g}"), True
 
 
+def mark_experiment_kind(experiment_id: str) -> None:
+    """Tag the experiment as model training (``mlflow.experimentKind``) unless it already says what it is."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
 def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str, str] | None,
                     logger: RunLogger) -> None:
     """Tags, the config (params and ``config.yaml``) and the data's metadata: logged before training."""
@@ -237,6 +249,7 @@ def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str,
         names.TAG_REAL_FRAC: f"{config.real_frac:g}",
         **ghosts.owner_tags(),  # lets a later run prove this one dead if the process is killed
     }
+    mark_experiment_kind(active.info.experiment_id)
     commit = active.data.tags.get("mlflow.source.git.commit") or git_commit()
     if commit:
         all_tags[names.TAG_GIT_COMMIT] = commit
