@@ -42,7 +42,7 @@ BUILD_SWEEP = textwrap.dedent("""
     import json, sys, torch
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
-    from synthmed.sweeps import sweep
+    from synthmed.sweep import sweep
 
     g = torch.Generator().manual_seed(0)
 
