@@ -136,14 +136,9 @@ def paired_difference(
 
 
 def _wilcoxon_p(d: np.ndarray) -> float:
-    if d.size < 2:
-        return float("nan")
-    if not np.any(d != 0):
-        return 1.0
-    from scipy.stats import wilcoxon
+    from synthmed.sweep.comparisons import wilcoxon_p
 
-    p = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
-    return min(max(p, 0.0), 1.0)
+    return wilcoxon_p(d)
 
 
 # --- tables over a sweep's results ------------------------------------------------------------
