@@ -30,6 +30,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "synthmed.policies.synthetic",
     "synthmed.generators.elastic",
     "synthmed.generators.folder",
+    "synthmed.generators.pca",
+    "synthmed.generators.ddpm",
 )
 
 KINDS: dict[str, str] = {
