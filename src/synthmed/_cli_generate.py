@@ -64,6 +64,13 @@ def _generate(config: Any, *, estimate: bool, max_cost: float, yes: bool) -> Non
     splits = load_splits(config, pm)
     generator.bind(splits.classes)
     real, _ = sample_real(splits, config)
+    if generator.learns:  # fitted on the run's sample after the validation carve, as in the run
+        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
+
+        info = ensure_fitted(generator, real.images, real.labels, fit_cache_for(config), seed=config.seed,
+                             quiet=config.quiet)
+        click.echo(f"fit {info.key[:16]}… on {info.n_images} images: "
+                   + ("from the cache" if info.from_cache else f"{info.steps} steps in {info.seconds:.0f} s"))
     plan = plan_for(real, splits.train, splits.num_classes, config)
     cache = GenerationCache.from_config(config)
     _, keys = plan_keys(generator, real.images, plan.requests)

@@ -85,6 +85,11 @@ class SyntheticPolicy(AugmentationPolicy):
         config = ctx.config
         generator = build_generator(config, ctx.pm, ctx.splits.classes)
         self._resolve_base(ctx.pm)
+        # A learning generator is fitted on `real` = the run's sample after the validation carve, only.
+        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
+
+        ensure_fitted(generator, real.images, real.labels, fit_cache_for(config), seed=config.seed,
+                      quiet=config.quiet, log_metrics=ctx.log_metrics, log_params=ctx.log_params)
         plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, config)
         result = fill(GenerationCache.from_config(config), generator, real.images, real.labels, plan.requests,
                       quiet=config.quiet)
