@@ -17,6 +17,8 @@ from synthmed.plugins import get_plugin_manager, registry
 
 KEY = "sk-test-SECRET-generators"
 ALL_GENERATORS = registry("generators", get_plugin_manager()).names()  # installed third-party ones too
+TINY_OPTIONS = {"ddpm": {"steps": 2, "width": 8, "resolution": 16, "batch": 4, "sample_steps": 4},
+                "pca": {"components": 4}}  # learning generators: options that fit in a blink
 CLASSES = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
 
 
@@ -52,6 +54,14 @@ def build(tmp_path, pm, request):
             server = FakeImagesServer().__enter__()
             servers.append(server)
             return cls(base_url=server.url, api_key=KEY, size="64x64", concurrency=2)
+        if cls.learns:  # the contract for learning generators: fitted first, on tiny inputs
+            from synthmed.generators.fitting import FitCache, ensure_fitted
+
+            gen = cls(**TINY_OPTIONS.get(name, {}))
+            gen.bind(CLASSES)
+            images, labels = sources(8)
+            ensure_fitted(gen, images, labels, FitCache(tmp_path / "fits"), seed=0, quiet=True)
+            return gen
         if cls.sends_data_off_machine:
             pytest.skip(f"{name} sends data off this machine; its contract needs a server this test cannot provide")
         try:

@@ -31,6 +31,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "synthmed.policies.oversample",
     "synthmed.generators.elastic",
     "synthmed.generators.folder",
+    "synthmed.generators.pca",
+    "synthmed.generators.ddpm",
 )
 
 KINDS: dict[str, str] = {

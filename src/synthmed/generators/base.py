@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
 
 if TYPE_CHECKING:
@@ -33,6 +33,18 @@ class Generator(ABC):
     deterministic: ClassVar[bool] = False
     #: How many items the cache hands to :meth:`iter_generate` at once.
     batch_size: int = 32
+    #: True when the generator is fitted on the run's sampled real training images first
+    #: (:meth:`fit`, driven by :func:`synthmed.generators.fitting.ensure_fitted`).
+    learns: ClassVar[bool] = False
+    #: Bump when the fitting or generating code changes what comes out: part of the fit key.
+    version: ClassVar[str] = "1"
+    #: The fitted state's key (set by ``ensure_fitted``); part of every generation cache key.
+    fit_key: str | None = None
+    #: True when the fitted state may carry information from images outside the run's sample
+    #: (a warm start from a checkpoint of unknown or wider training data): the run is open-set.
+    open_set: bool = False
+    #: Where a warm start came from (``{"init": path, "sha256": ..., "open_set_reason": ...}``).
+    init_provenance: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Generator:
@@ -56,6 +68,56 @@ class Generator(ABC):
         Must be JSON-serialisable and must never hold a secret (API keys): it is logged.
         """
         return {}
+
+    def cache_params(self) -> dict[str, Any]:
+        """What keys the generation cache: :meth:`output_params`, plus the fit key when it learns."""
+        params = dict(self.output_params())
+        if self.learns:
+            if self.fit_key is None:
+                raise SynthmedError(
+                    f"generator {self.name!r} learns but was not fitted — call "
+                    "synthmed.generators.fitting.ensure_fitted(...) on the run's sample before generating"
+                )
+            params["fit"] = self.fit_key
+        return params
+
+    # --- the optional fit step (only when ``learns``) -----------------------------------------------
+    def fit(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        seed: int,
+        progress: bool,
+        log: Callable[[dict[str, float], int], None],
+    ) -> dict[str, Any]:
+        """Learn from the run's sampled real training images (after the validation carve) only.
+
+        Called by :func:`synthmed.generators.fitting.ensure_fitted` on a fit-cache miss, never with
+        a test, validation or unsampled image.
+
+        Args:
+            images: ``(N, 1, H, W)`` uint8.
+            labels: ``(N,)`` int64.
+            seed: the fit's seed (deterministic fits on the CPU must depend only on it and the data).
+            progress: show a progress bar.
+            log: ``log(metrics, step)``, e.g. ``log({"generator_fit_loss": 0.1}, 12)``.
+
+        Returns:
+            Info for the run, e.g. ``{"steps": 400, "final_loss": 0.05}``.
+        """
+        raise NotImplementedError(f"generator {self.name!r} declares learns=True but has no fit()")
+
+    def fit_params(self) -> dict[str, Any]:
+        """What defines the fit (preset, steps, width, init checkpoint hash...); part of the fit key."""
+        return self.output_params()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted state (tensors and plain values; saved with ``torch.save``)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def bind(self, classes: Sequence[str]) -> None:
         """Learn the dataset's class names before generating (label ``i`` is ``classes[i]``).

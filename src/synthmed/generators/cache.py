@@ -244,7 +244,7 @@ class FillResult:
 def plan_keys(generator: Generator, sources: torch.Tensor, requests: Sequence[tuple[int, int]],
               salt: str | None = None) -> tuple[list[str], list[str]]:
     """Source hashes and cache keys of ``requests`` = ``(row in sources, variation)`` pairs."""
-    params = generator.output_params()
+    params = generator.cache_params()  # output_params() + the fit key of a learning generator
     hashes: dict[int, str] = {}
     keys, srcs = [], []
     for row, variation in requests:
@@ -328,7 +328,7 @@ class _Writer:
         self.cache, self.generator, self.sources, self.requests = cache, generator, sources, requests
         self.hashes, self.keys, self.out, self.stats, self.bar = hashes, keys, out, stats, bar
         self.price = generator.cost_per_image_usd
-        self.params = generator.output_params()
+        self.params = generator.cache_params()
         self.done: set[int] = set()
         self.salt: str | None = None
 

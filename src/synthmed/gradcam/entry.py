@@ -162,6 +162,12 @@ def gradcam(
     model = _as_module(loaded, factory, splits.num_classes, config).to(device)
     pool = splits.test if images == "test" else splits.train
     generator = build_generator(config, pm, splits.classes)
+    if generator.learns:  # the fit of the model's run: its own sample, from the fit cache
+        from synthmed.data.loading import sample_real
+        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
+
+        sample, _ = sample_real(splits, config)
+        ensure_fitted(generator, sample.images, sample.labels, fit_cache_for(config), seed=config.seed, quiet=True)
     panels, records = build_panels(
         model, target_layers(model, factory, target_layer), pool=pool, classes=splits.classes, names=names,
         pairs=pairs, generator=generator, cache=GenerationCache.from_config(config),

@@ -83,6 +83,12 @@ def log_run_gradcam(*, model: nn.Module, factory: ModelFactory, splits: Splits, 
         warnings.warn("the run's images hold none of the Grad-CAM classes: no Grad-CAM panel logged", stacklevel=2)
         return {}
     generator = build_generator(config, pm, splits.classes)
+    if generator.learns:  # the run's fit (from the fit cache: trained on exactly the run's sample)
+        from synthmed.data.loading import sample_real
+        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
+
+        sample, _ = sample_real(splits, config)
+        ensure_fitted(generator, sample.images, sample.labels, fit_cache_for(config), seed=config.seed, quiet=True)
     panels, records = build_panels(
         model, target_layers(model, factory), pool=pool, classes=splits.classes, names=names, pairs=pairs,
         generator=generator, cache=GenerationCache.from_config(config),

@@ -72,12 +72,19 @@ def prefill(config: Config, pm: pluggy.PluginManager | None = None, *, estimate:
     from synthmed.data.loading import load_splits, sample_real
     from synthmed.generators.build import build_generator
     from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode, plan_keys
+    from synthmed.generators.fitting import ensure_fitted, fit_cache_for, fit_fingerprint, fit_key
     from synthmed.policies.synthetic import plan_for
 
     generator = build_generator(config, pm, external_ok=estimate)
     splits = load_splits(config, pm)
     generator.bind(splits.classes)
     real, _ = sample_real(splits, config)  # the run's sample after the validation carve, as in training
+    if generator.learns:  # fitted on exactly that sample; an estimate only computes which fit it would be
+        if estimate:
+            generator.fit_key = fit_key(generator, fit_fingerprint(real.images, real.labels))
+        else:
+            ensure_fitted(generator, real.images, real.labels, fit_cache_for(config), seed=config.seed,
+                          quiet=config.quiet)
     plan = plan_for(real, splits.train, splits.num_classes, config)
     cache = GenerationCache.from_config(config)
     salt = generation_salt(config, generator)

@@ -65,12 +65,16 @@ class SyntheticPolicy(AugmentationPolicy):
         from synthmed.data.base import ImageSet
         from synthmed.generators.build import build_generator
         from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode
+        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
         from synthmed.plugins import registry
 
         config = ctx.config
         self._pm = ctx.pm if ctx.pm is not None else self._pm
         generator = build_generator(config, self._pm, ctx.splits.classes)
         self._resolve_base()
+        # A learning generator is fitted on `real` = the run's sample after the validation carve, only.
+        ensure_fitted(generator, real.images, real.labels, fit_cache_for(config), seed=config.seed,
+                      quiet=config.quiet, log_metrics=ctx.log_metrics, log_params=ctx.log_params)
         plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, config)
         result = fill(GenerationCache.from_config(config), generator, real.images, real.labels, plan.requests,
                       quiet=config.quiet, salt=generation_salt(config, generator))

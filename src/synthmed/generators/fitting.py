@@ -1,0 +1,260 @@
+"""The fit contract of learning generators (``Generator.learns``) and the fitted-state cache.
+
+A generator that learns is fitted on *exactly* the run's sampled real training images (after the
+validation carve) — what ``AugmentationPolicy.training_set`` receives as ``real`` — and nothing
+else. Its fitted state is cached under the generation cache root::
+
+    <root>/_fits/<generator>/<fit key>.pt
+
+    fit key     = sha256(fingerprint | generator name | generator version | canonical fit_params())
+    fingerprint = sha256 over the sorted (source hash, label) pairs of the fitted images
+
+so the policies and models of one simulation share one fit, a rerun fits nothing, and the order
+of the images does not matter. ``Generator.cache_params()`` adds the fit key to every generation
+cache key, so images made by different fits never mix. Writes are atomic (temp file, then
+``os.replace``) under a per-generator file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from synthmed.errors import SynthmedError
+from synthmed.generators.base import Generator, source_hash
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["FitCache", "FitInfo", "check_open_set", "ensure_fitted", "fit_cache_for", "fit_fingerprint", "fit_key",
+           "init_sidecar"]
+
+_FITS = "_fits"  # not a valid generator name (those start with a letter or digit): never collides
+
+
+def fit_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """sha256 over the sorted ``(source hash, label)`` pairs of ``(N, 1, H, W)`` images: order-free."""
+    pairs = sorted(f"{source_hash(image)}:{int(label)}" for image, label in zip(images, labels))
+    h = hashlib.sha256(f"n={len(pairs)}\n".encode())
+    for pair in pairs:
+        h.update(pair.encode() + b"\n")
+    return h.hexdigest()
+
+
+def fit_key(generator: Generator, fingerprint: str) -> str:
+    """The fitted state's key: what it was fitted on, which generator and version, with which params."""
+    canonical = json.dumps(generator.fit_params(), sort_keys=True, separators=(",", ":"), default=str)
+    text = f"{fingerprint}|{generator.name}|{generator.version}|{canonical}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FitCache:
+    """Fitted states on disk, next to the generated images (``<root>/_fits/<generator>/<key>.pt``)."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser()
+
+    def path(self, generator: str, key: str) -> Path:
+        return self.root / _FITS / generator / f"{key}.pt"
+
+    def has(self, generator: str, key: str) -> bool:
+        return self.path(generator, key).is_file()
+
+    def load(self, generator: str, key: str) -> dict[str, Any]:
+        """``{"state": ..., "meta": ...}`` as stored."""
+        import torch
+
+        path = self.path(generator, key)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a truncated or foreign file: say which and what to do
+            raise SynthmedError(f"fitted state {path} is unreadable ({exc}) — delete it and rerun to refit") from exc
+
+    def store(self, generator: str, key: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+        """Write atomically: a temp file in the same folder, fsynced, then ``os.replace``."""
+        import torch
+
+        path = self.path(generator, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save({"state": state, "meta": meta}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    def lock(self, generator: str) -> Any:
+        """One inter-process lock per generator: two runs never fit the same thing twice at once."""
+        from filelock import FileLock
+
+        folder = self.root / _FITS / generator
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / ".lock"))
+
+
+@dataclass
+class FitInfo:
+    """What :func:`ensure_fitted` did."""
+
+    key: str
+    fingerprint: str
+    from_cache: bool
+    seconds: float
+    steps: int
+    n_images: int
+    final_loss: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        """MLflow params of the fit."""
+        return {"generator_fit_key": self.key, "generator_fit_fingerprint": self.fingerprint,
+                "generator_fit_images": self.n_images, "generator_fit_steps": self.steps}
+
+    def metrics(self) -> dict[str, float]:
+        """MLflow metrics of the fit (``generator_fit_seconds`` is the fit's own time, also on a hit)."""
+        out = {"generator_fit_seconds": float(self.seconds), "generator_fit_from_cache": float(self.from_cache)}
+        if self.final_loss is not None:
+            out["generator_fit_final_loss"] = float(self.final_loss)
+        return out
+
+
+def ensure_fitted(
+    generator: Generator,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cache: FitCache,
+    *,
+    seed: int,
+    quiet: bool = False,
+    log_metrics: Callable[..., None] = lambda metrics, step=None: None,
+    log_params: Callable[[dict[str, Any]], None] = lambda params: None,
+) -> FitInfo | None:
+    """Fit ``generator`` on exactly ``images``/``labels`` — or load that fit from ``cache`` — and log it.
+
+    Call it with the run's sampled real training images after the validation carve, nothing else.
+    Does nothing (returns ``None``) for a generator that does not learn. Sets ``generator.fit_key``.
+
+    Args:
+        generator: the built (and bound) generator.
+        images: ``(N, 1, H, W)`` uint8 — the run's sample.
+        labels: ``(N,)`` int64.
+        cache: where fitted states live (:func:`fit_cache_for` gives the run's).
+        seed: the fit's seed (the run seed).
+        quiet: no progress bar.
+        log_metrics: ``log_metrics(metrics, step=...)`` of the MLflow run; gets ``generator_fit_loss``
+            per step from the generator, then the summary metrics.
+        log_params: ``log_params(params)`` of the MLflow run.
+    """
+    if not generator.learns:
+        return None
+    if len(images) == 0:
+        raise SynthmedError(f"generator {generator.name!r} learns but the run's sample is empty — raise real_frac")
+    check_open_set(generator, images)
+    fingerprint = fit_fingerprint(images, labels)
+    key = fit_key(generator, fingerprint)
+    with cache.lock(generator.name):
+        if cache.has(generator.name, key):
+            stored = cache.load(generator.name, key)
+            generator.load_state_dict(stored["state"])
+            meta = stored["meta"]
+            info = FitInfo(key, fingerprint, True, float(meta.get("seconds", 0.0)), int(meta.get("steps", 0)),
+                           len(images), meta.get("final_loss"))
+        else:
+            info = _fit(generator, images, labels, cache, key, fingerprint, seed, quiet, log_metrics)
+    generator.fit_key = key
+    params = {**info.params(), "generator_open_set": bool(generator.open_set)}
+    if generator.init_provenance:
+        params["generator_init"] = json.dumps(generator.init_provenance, sort_keys=True, default=str)
+    log_params(params)
+    log_metrics(info.metrics())
+    return info
+
+
+def init_sidecar(checkpoint: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar declaring a warm-start checkpoint's training data: ``<checkpoint>.json``.
+
+    Its ``"training_sources"`` key lists the :func:`~synthmed.generators.base.source_hash` of every
+    image the checkpoint was trained on (at the size fed to the model). Without it the training data
+    is unknown and the run is open-set.
+    """
+    return Path(f"{checkpoint}.json")
+
+
+def check_open_set(generator: Generator, images: torch.Tensor) -> bool:
+    """Decide ``generator.open_set`` for a warm start (``generator.init_provenance`` set) on this sample.
+
+    Closed only when the checkpoint's sidecar lists its training images and all of them are in the
+    sample; unknown or wider training data makes the run open-set (it may carry information from
+    real images the experiment pretends not to have). Records the reason in ``init_provenance``.
+    """
+    provenance = generator.init_provenance
+    if not provenance:
+        generator.open_set = False
+        return False
+    sidecar = init_sidecar(provenance["init"])
+    declared = None
+    if sidecar.is_file():
+        try:
+            declared = json.loads(sidecar.read_text()).get("training_sources")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise SynthmedError(f"warm-start sidecar {sidecar} is unreadable ({exc}) — fix or delete it") from exc
+    if declared is None:
+        reason = f"training data unknown (no {sidecar.name} listing training_sources)"
+    else:
+        outside = set(map(str, declared)) - {source_hash(image) for image in images}
+        reason = f"{len(outside)} training image(s) outside the run's sample" if outside else ""
+    generator.open_set = bool(reason)
+    provenance["open_set_reason"] = reason or "none: trained only on images of this sample"
+    return generator.open_set
+
+
+def _step_logger(log_metrics: Callable[..., None]) -> Callable[[dict[str, float], int], None]:
+    """``log(metrics, step)`` over a ``log_metrics`` that may not take ``step`` (a policy context's no-op)."""
+    import inspect
+
+    try:
+        takes_step = "step" in inspect.signature(log_metrics).parameters
+    except (TypeError, ValueError):
+        takes_step = True
+    return (lambda m, step: log_metrics(m, step=step)) if takes_step else (lambda m, step: log_metrics(m))
+
+
+def _fit(generator: Generator, images: torch.Tensor, labels: torch.Tensor, cache: FitCache, key: str,
+         fingerprint: str, seed: int, quiet: bool, log_metrics: Callable[..., None]) -> FitInfo:
+    start = time.perf_counter()
+    losses: list[float] = []
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        if "generator_fit_loss" in metrics:
+            losses.append(float(metrics["generator_fit_loss"]))
+        step_log(metrics, step)
+
+    step_log = _step_logger(log_metrics)
+    result = generator.fit(images, labels.long(), seed=int(seed), progress=not quiet, log=log) or {}
+    seconds = time.perf_counter() - start
+    final = result.get("final_loss", losses[-1] if losses else None)
+    info = FitInfo(key, fingerprint, False, seconds, int(result.get("steps", len(losses))), len(images),
+                   None if final is None else float(final))
+    meta = {**asdict(info), "generator": generator.name, "version": generator.version,
+            "fit_params": generator.fit_params(), "created": time.time()}
+    cache.store(generator.name, key, generator.state_dict(), meta)
+    return info
+
+
+def fit_cache_for(config: Any) -> FitCache:
+    """The run's fit cache: under the generation cache root (``config.cache_dir``, env, user dir)."""
+    from synthmed.generators.cache import GenerationCache
+
+    return FitCache(GenerationCache.from_config(config).root)
