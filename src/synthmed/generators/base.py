@@ -6,6 +6,8 @@ import hashlib
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
+from synthmed.errors import SynthmedError
+
 
 if TYPE_CHECKING:
     import torch
