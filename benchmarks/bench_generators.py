@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def main() -> None:
               + (f"  (pca fit {r['fit_seconds']:.1f} s on {args.pca_images} images)" if "fit_seconds" in r else ""))
     out = Path(__file__).parent / "results" / f"generators-{args.device.replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": args.device, "threads": args.threads, "machine": platform.processor()
+    out.write_text(json.dumps({"device": args.device, "threads": args.threads, "load_average": os.getloadavg(), "machine": platform.processor()
                                or platform.machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "rows": rows}, indent=2))
     print(f"wrote {out}")
