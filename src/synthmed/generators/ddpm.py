@@ -16,7 +16,7 @@ Presets (each option below overrides its preset's value):
 ============  ==========  =====================  ======  =====  ============  ===========
 preset        resolution  UNet channels          layers  steps  batch         sample_steps
 ============  ==========  =====================  ======  =====  ============  ===========
-``cpu-small``  32 px      32/64/64, no attention  1      1500   32            20
+``cpu-small``  32 px      32/64/64, no attention  1      600    32            20
 ``gpu``        64 px      64/128/256/256, attn    2      20000  64            50
 ============  ==========  =====================  ======  =====  ============  ===========
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu-small": {"resolution": 32, "width": 32, "mults": (1, 2, 2), "layers": 1, "attention": False,
-                  "steps": 1500, "batch": 32, "lr": 2e-3, "sample_steps": 20},
+                  "steps": 600, "batch": 32, "lr": 2e-3, "sample_steps": 20},
     "gpu": {"resolution": 64, "width": 64, "mults": (1, 2, 4, 4), "layers": 2, "attention": True,
             "steps": 20000, "batch": 64, "lr": 2e-4, "sample_steps": 50},
 }

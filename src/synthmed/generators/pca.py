@@ -133,10 +133,12 @@ def _ppca(x: torch.Tensor, components: int) -> dict[str, Any]:
     if n < 2:
         return {"mean": mean, "basis": torch.zeros(0, d, dtype=torch.float32), "var": torch.zeros(0, dtype=torch.float64),
                 "sigma2": 0.0}
-    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)  # s: (min(n, D),), vh: (min(n, D), D)
-    eig = s**2 / (n - 1)
-    rest = eig[k:]
-    sigma2 = float(rest.sum() / max(1, d - k))
+    xc = x - mean  # (n, D)
+    gram_eig, u = torch.linalg.eigh(xc @ xc.T)  # (n,), (n, n): n x n, far cheaper than an SVD when n << D
+    gram_eig, u = gram_eig.flip(0).clamp(min=0), u.flip(1)  # descending
+    vh = (u[:, :k].T @ xc) / gram_eig[:k].sqrt().clamp(min=1e-12).unsqueeze(1)  # (k, D) unit rows
+    eig = gram_eig / (n - 1)
+    sigma2 = float((eig.sum() - eig[:k].sum()) / max(1, d - k))
     var = (eig[:k] - sigma2).clamp(min=0)  # PPCA: latent variance above the noise floor
     return {"mean": mean, "basis": vh[:k].float(), "var": var, "sigma2": sigma2}
 
