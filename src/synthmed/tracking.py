@@ -101,6 +101,13 @@ class RunLogger:
             plt.close(fig)  # also when logging fails: pyplot keeps figures alive until closed
 
     # --- what train() logs -------------------------------------------------------------------------
+    def tag_open_set(self) -> None:
+        """Tag the run ``synthmed.open_set=1`` when its learned generator was marked open-set (a param it logged)."""
+        import mlflow
+
+        if mlflow.get_run(self.run_id).data.params.get("generator_open_set") == "True":
+            mlflow.set_tag(names.TAG_OPEN_SET, "1")
+
     def log_text(self, text: str, path: str) -> None:
         import mlflow
 

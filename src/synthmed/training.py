@@ -193,6 +193,7 @@ def train(
                             log_artifact=logger.log_artifact)
         train_set = policy.training_set(real, ctx)
         logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, policy, config))
+        logger.tag_open_set()  # a warm-started learned generator may carry data from outside the sample
         if config.inspect:  # what the generator made: realism, label fidelity, memorization (no-op without)
             check_run(train_set, real, splits, config, logger)
 

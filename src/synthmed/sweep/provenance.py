@@ -28,6 +28,8 @@ def provenance(parent: Run, children: list[Run]) -> dict[str, str]:
 
     synthetic = [r for r in children if "synthetic_generator_params" in r.data.params]
     open_set = sorted({r.data.tags.get(names.TAG_OPEN_SET, "") for r in children} - {"", "0", "false"})
+    if any(r.data.params.get("generator_open_set") == "True" for r in children):
+        open_set = sorted({*open_set, "a learned generator was warm-started from data outside the sample"})
     return {
         "generator": params.get("generator", "n/a") if synthetic else "none used",
         "generator_params": (", ".join(sorted({r.data.params["synthetic_generator_params"] for r in synthetic}))
