@@ -47,6 +47,40 @@ class TrainResult:
     registered_version: str | None
 
 
+def make_optimizer(params: Any, config: Config, device: str) -> torch.optim.Optimizer:
+    """Adam in its fused form (one kernel over all parameters; CPU and CUDA), else foreach.
+
+    Measured on the project's 2-core CPU (CNN, batch 32, 128 px): the optimizer step takes about
+    half the time of the single-tensor form. Adam is elementwise, so the forms agree to float
+    rounding; the same form is used for every run on a device, so the same seed gives the same metrics.
+    """
+    import torch
+
+    try:
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # a device or dtype without a fused kernel
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def _sum_dtype(device: str) -> torch.dtype:
+    import torch
+
+    return torch.float32 if device.startswith("mps") else torch.float64
+
+
+class _Resident:
+    """A training set's uint8 images and labels on the device, moved once (again only if the set changes)."""
+
+    def __init__(self, device: str):
+        self.device, self.source, self.value = device, None, None
+
+    def get(self, data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        source = (data.images, data.labels)  # held, so identity checks cannot meet a recycled id
+        if self.source is None or any(a is not b for a, b in zip(source, self.source)):
+            self.source, self.value = source, (data.images.to(self.device), data.labels.to(self.device))
+        return self.value
+
+
 # --- the loop -------------------------------------------------------------------------------------
 def fit(
     model: nn.Module,
@@ -67,8 +101,9 @@ def fit(
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_optimizer(model.parameters(), config, device)
     amp = autocast_dtype(config, device)
+    device_type = device.split(":")[0]
     order_rng = torch.Generator().manual_seed(config.seed)  # batch order
     aug_rng = torch.Generator().manual_seed(config.seed + 1)  # augmentation draws
     best = {"val_loss": math.inf, "epoch": -1, "state": None}
@@ -76,32 +111,36 @@ def fit(
     passes = itertools.count() if max_steps is not None else range(config.epochs)
     bar = tqdm(passes, desc="epochs", unit="epoch", disable=config.quiet, leave=False,
                total=None if max_steps is not None else config.epochs)
+    resident = _Resident(device)
     for epoch in bar:
         if max_steps is not None and steps >= max_steps:
             break
         data = policy.epoch_set(train_set, epoch, aug_rng)
+        images, labels = resident.get(data)  # uint8 images and labels on the device, moved once per set
         perm = torch.randperm(len(data), generator=order_rng)
         if max_steps is not None:  # the last pass stops at the budget
             perm = perm[: (max_steps - steps) * config.batch_size]
+        perm = perm.to(device)
         model.train()
-        total, seen = 0.0, 0
+        total = torch.zeros((), device=device, dtype=_sum_dtype(device))  # no host sync per step
+        seen = 0
         for start in tqdm(range(0, len(perm), config.batch_size), desc=f"epoch {epoch + 1}", unit="batch",
                           disable=config.quiet, leave=False):
             rows = perm[start : start + config.batch_size]
-            images = policy.augment(data.images[rows], aug_rng)  # (B, 1, H, W) uint8
-            x = to_input(images.to(device)).contiguous(memory_format=torch.channels_last)
-            y = data.labels[rows].to(device)
-            with torch.autocast(device_type=device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+            batch = policy.augment(images[rows], aug_rng)  # (B, 1, H, W) uint8, on the device
+            x = to_input(batch).contiguous(memory_format=torch.channels_last)
+            y = labels[rows]
+            with torch.autocast(device_type=device_type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(rows)
+            total += loss.detach() * len(rows)
             seen += len(rows)
             steps += 1
         passes_run += 1
-        epoch_metrics = {"train_loss": total / max(seen, 1)}
+        epoch_metrics = {"train_loss": total.item() / max(seen, 1)}  # the one sync of the epoch
         if val_set is not None and len(val_set):
             val_logits = predict_logits(model, val_set.images, device=device)
             epoch_metrics["val_loss"] = F.cross_entropy(val_logits, val_set.labels).item()
