@@ -204,51 +204,95 @@ def train(
     Returns:
         The run id, final metrics, model URI and registered version.
     """
-    import torch
-
     from synthmed import tracking
+
+    job = setup(config, splits=splits, pm=pm, **overrides)
+    with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
+        prepared = prepare(job, logger)
+        info = fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
+                   logger.log_metrics, max_steps=prepared.max_steps)
+        return finish(job, prepared, info, logger)
+
+
+# --- the phases of train(), so that a batched sweep can train several runs' models together ----------
+@dataclass
+class Job:
+    """A run's resolved plugins, device and dataset (:func:`setup`)."""
+
+    config: Config
+    pm: Any
+    factory: Any
+    policy: AugmentationPolicy
+    device: str
+    splits: Splits
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` makes inside the run: the real sample, the training set, the fresh model."""
+
+    real: ImageSet
+    val: ImageSet | None
+    train_set: ImageSet
+    model: nn.Module
+    max_steps: int | None
+
+
+def setup(config: Config | None = None, *, splits: Splits | None = None, pm: pluggy.PluginManager | None = None,
+          **overrides: Any) -> Job:
+    """Resolve every plugin first (a typo fails before minutes of data loading), the device and the data."""
     from synthmed.generators.build import generator_class
-    from synthmed.gradcam.panel import log_run_gradcam
     from synthmed.plugins import default_plugin_manager, registry
-    from synthmed.policies.base import PolicyContext
 
     config = config or Config()
     if overrides:
         config = config.replace(**overrides)
     pm = pm or default_plugin_manager()
-    # Resolve every plugin first: a typo fails before minutes of data loading.
     factory = registry("models", pm).get(config.model)()
     policy = registry("policies", pm).get(config.policy).from_config(config, pm)
     if config.gradcam:  # the panel generates variations: refuse an external generator now, not after training
         generator_class(config, pm)
     device = resolve_device(config)
     splits = present(splits, config, pm) if splits is not None else load_splits(config, pm)
+    return Job(config, pm, factory, policy, device, splits)
 
-    with tracking.run(config, splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
-        real, val = sample_real(splits, config)
-        ctx = PolicyContext(config, splits, pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
-                            log_artifact=logger.log_artifact)
-        train_set = policy.training_set(real, ctx)
-        logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, policy, config))
 
-        torch.manual_seed(config.seed)
-        model = factory.create(splits.num_classes, config.image_size, config).to(device)
-        model = model.to(memory_format=torch.channels_last)
-        info = fit(model, policy, train_set, val, config, device, logger.log_metrics,
-                   max_steps=step_budget(config, len(splits.train)))
-        amp = autocast_dtype(config, device)
-        logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
-                           "optimizer_steps": info["optimizer_steps"],
-                           "precision_used": "bf16" if amp is not None else "fp32",
-                           "torch_threads": torch.get_num_threads()})
+def prepare(job: Job, logger: Any) -> Prepared:
+    """Inside the run: the real sample, the policy's training set (logged) and the seeded fresh model."""
+    import torch
 
-        result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
-        metrics = {f"test_{k}": v for k, v in result.metrics.items()}
-        logger.log_metrics(metrics)
-        logger.log_evaluation(result, splits.classes, splits.display_classes)
+    from synthmed.policies.base import PolicyContext
 
-        if config.gradcam:
-            metrics.update(log_run_gradcam(model=model, factory=factory, splits=splits, real=real, config=config,
-                                           device=device, sink=logger, pm=pm))
-        model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
-        return TrainResult(logger.run_id, metrics, model_uri, version)
+    config, splits = job.config, job.splits
+    real, val = sample_real(splits, config)
+    ctx = PolicyContext(config, splits, job.pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
+                        log_artifact=logger.log_artifact)
+    train_set = job.policy.training_set(real, ctx)
+    logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, job.policy, config))
+    torch.manual_seed(config.seed)
+    model = job.factory.create(splits.num_classes, config.image_size, config).to(job.device)
+    model = model.to(memory_format=torch.channels_last)
+    return Prepared(real, val, train_set, model, step_budget(config, len(splits.train)))
+
+
+def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> TrainResult:
+    """After training: log how it ran, evaluate on the test split, Grad-CAM, the model."""
+    import torch
+
+    from synthmed.gradcam.panel import log_run_gradcam
+
+    config, splits, device, model = job.config, job.splits, job.device, prepared.model
+    amp = autocast_dtype(config, device)
+    logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
+                       "optimizer_steps": info["optimizer_steps"],
+                       "precision_used": "bf16" if amp is not None else "fp32",
+                       "torch_threads": torch.get_num_threads()})
+    result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
+    metrics = {f"test_{k}": v for k, v in result.metrics.items()}
+    logger.log_metrics(metrics)
+    logger.log_evaluation(result, splits.classes, splits.display_classes)
+    if config.gradcam:
+        metrics.update(log_run_gradcam(model=model, factory=job.factory, splits=splits, real=prepared.real,
+                                       config=config, device=device, sink=logger, pm=job.pm))
+    model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
+    return TrainResult(logger.run_id, metrics, model_uri, version)
