@@ -68,6 +68,7 @@ def sweep(
     address: str | None = None,
     gpus_per_task: float = 0.0,
     fail_fast: bool = False,
+    parallel_simulations: int | None = None,
     splits: Splits | None = None,
     pm: pluggy.PluginManager | None = None,
     **overrides: Any,
@@ -86,6 +87,9 @@ def sweep(
         address: Ray cluster address (``None`` starts a local Ray; ``'auto'`` joins one).
         gpus_per_task: GPU share of each Ray task (e.g. 0.25 puts four on one GPU).
         fail_fast: stop at the first failed simulation instead of recording it and going on.
+        parallel_simulations: simulations of one cell trained at once, models stacked (local executor,
+            ``workers=1``); ``None`` picks from the device (1 on the CPU, where it does not pay; more
+            on CUDA by free memory). Results equal one-at-a-time training to float tolerance.
         splits: an already loaded dataset (else loaded once here).
         pm: plugin manager; only usable in-process (workers=1, local executor).
 
@@ -113,8 +117,13 @@ def sweep(
     try:
         if todo:
             splits = splits if splits is not None else load_splits(base, pm)
+            if parallel_simulations is None:
+                from synthmed.sweep.batched import default_parallel_simulations
+
+                parallel_simulations = default_parallel_simulations(device)
             outcomes = execute(todo, parent_id, splits=splits, pm=pm, workers=workers, executor=executor,
-                               address=address, gpus_per_task=gpus_per_task)
+                               address=address, gpus_per_task=gpus_per_task,
+                               parallel_simulations=max(1, int(parallel_simulations)))
             with progress(total, total - len(todo), spec.sweep_id, base.quiet) as bar, closing(outcomes):
                 for outcome in outcomes:
                     bar.advance(outcome)
