@@ -89,21 +89,12 @@ def _record_failure(task: Task, parent_run_id: str, exc: BaseException, error: s
 
 
 def execute(tasks: list[Task], parent_run_id: str, *, splits: Splits, pm: pluggy.PluginManager | None,
-            workers: int, executor: str, address: str | None, gpus_per_task: float,
-            parallel_simulations: int = 1) -> Iterator[Outcome]:
-    """Yield one :class:`Outcome` per task, in completion order. Closing the iterator cancels the rest.
-
-    ``parallel_simulations > 1`` (local, in this process) trains that many simulations of a cell at
-    once, their models stacked (:mod:`synthmed.sweep.batched`).
-    """
+            workers: int, executor: str, address: str | None, gpus_per_task: float) -> Iterator[Outcome]:
+    """Yield one :class:`Outcome` per task, in completion order. Closing the iterator cancels the rest."""
     if executor == "ray":
         return _ray(tasks, parent_run_id, splits, address, gpus_per_task)
     if workers > 1:
         return _processes(tasks, parent_run_id, splits, workers)
-    if parallel_simulations > 1:
-        from synthmed.sweep.batched import run_batched
-
-        return run_batched(tasks, parent_run_id, splits, pm, parallel_simulations)
     return (run_task(task, parent_run_id, splits, pm) for task in tasks)
 
 

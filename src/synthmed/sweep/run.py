@@ -88,7 +88,7 @@ def sweep(
         gpus_per_task: GPU share of each Ray task (e.g. 0.25 puts four on one GPU).
         fail_fast: stop at the first failed simulation instead of recording it and going on.
         parallel_simulations: simulations of one cell trained at once, models stacked (local executor,
-            ``workers=1``); ``None`` picks from the device (1 on the CPU, where it does not pay; more
+            ``workers=1``; ignored otherwise); ``None`` picks from the device (1 on the CPU, where it does not pay; more
             on CUDA by free memory). Results equal one-at-a-time training to float tolerance.
         splits: an already loaded dataset (else loaded once here).
         pm: plugin manager; only usable in-process (workers=1, local executor).
@@ -121,9 +121,13 @@ def sweep(
                 from synthmed.sweep.batched import default_parallel_simulations
 
                 parallel_simulations = default_parallel_simulations(device)
-            outcomes = execute(todo, parent_id, splits=splits, pm=pm, workers=workers, executor=executor,
-                               address=address, gpus_per_task=gpus_per_task,
-                               parallel_simulations=max(1, int(parallel_simulations)))
+            if parallel_simulations > 1 and workers == 1 and executor == "local":
+                from synthmed.sweep.batched import run_batched
+
+                outcomes = run_batched(todo, parent_id, splits, pm, int(parallel_simulations))
+            else:
+                outcomes = execute(todo, parent_id, splits=splits, pm=pm, workers=workers, executor=executor,
+                                   address=address, gpus_per_task=gpus_per_task)
             with progress(total, total - len(todo), spec.sweep_id, base.quiet) as bar, closing(outcomes):
                 for outcome in outcomes:
                     bar.advance(outcome)
