@@ -112,7 +112,7 @@ def sweep(
     client, parent_id = _parent_run(spec)
     done = _finished(client, parent_id, spec.sweep_id)
     todo = [t for t in spec.tasks() if (t.cell.label, t.simulation) not in done]
-    total = len(spec.cells()) * spec.simulations
+    total = len(spec.trained_cells()) * spec.simulations
     failed: list[str] = []
     try:
         if todo:
@@ -188,6 +188,9 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
     tags = {TAG_SWEEP: "1", TAG_ID: spec.sweep_id, TAG_SIMULATIONS: str(spec.simulations),
             names.TAG_SPEC_ID: spec.spec_id, names.TAG_DEVICE: spec.device_kind, names.TAG_PRECISION: spec.precision,
             names.TAG_SWEEP_GRADCAM: str(spec.gradcam), names.TAG_SWEEP_LOG_MODEL: str(spec.log_model)}
+    shared = spec.shared_cells()
+    if shared:  # cells trained once for two: the report reuses the source cell's runs for them
+        tags[names.TAG_SHARED_CELLS] = json.dumps({a.label: b.label for a, b in shared.items()})
     params = [mlflow.entities.Param(k, v) for k, v in spec.params().items() if k not in given]
     client.log_batch(parent_id, params=params, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
     client.log_text(parent_id, json.dumps({**spec.params(), "simulations": spec.simulations}, indent=2),
