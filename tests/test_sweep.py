@@ -16,7 +16,7 @@ BASE = Config(image_size=32, epochs=1, batch_size=16, device="cpu", experiment="
 
 
 def _spec(**kw) -> SweepSpec:
-    values = dict(base=BASE, models=("cnn",), policies=("none", "synthetic"), real_fracs=(0.3, 1.0), simulations=3)
+    values = dict(base=BASE, models=("cnn",), policies=("none", "synthetic"), real_fracs=(0.3, 0.6), simulations=3)
     return SweepSpec(**{**values, **kw})
 
 
@@ -74,7 +74,7 @@ def _children(sweep_id: str):
 
 
 def _run(**kw):
-    values = dict(policies="none,synthetic", real_fracs="0.3,1.0", simulations=3, seed=0)
+    values = dict(policies="none,synthetic", real_fracs="0.3,0.6", simulations=3, seed=0)
     return sweep(BASE, **{**values, **kw})
 
 
@@ -98,7 +98,7 @@ def test_paired_design_same_seed_in_every_cell():
         assert t.tags["synthmed.cell"] == t.cell.label and t.tags["synthmed.simulation"] == str(t.simulation)
     assert all(len(seeds) == 1 for seeds in by_sim.values())
     assert [t.simulation for t in tasks[:4]] == [0, 0, 0, 0]  # simulation-major: interrupted sweeps stay balanced
-    assert tasks[0].tags["synthmed.cell"] == "cnn|none|0.3" and tasks[1].tags["synthmed.real_frac"] == "1"
+    assert tasks[0].tags["synthmed.cell"] == "cnn|none|0.3" and tasks[1].tags["synthmed.real_frac"] == "0.6"
 
 
 def test_sweep_id_is_a_hash_of_what_changes_results():
@@ -142,17 +142,17 @@ def test_run_tree_and_summary(mlflow_uri, fake_train, tiny_splits):
     client = mlflow.MlflowClient()
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["synthmed.sweep"] == "1"
-    assert parent.data.params["policies"] == "none,synthetic" and parent.data.params["real_fracs"] == "0.3,1"
+    assert parent.data.params["policies"] == "none,synthetic" and parent.data.params["real_fracs"] == "0.3,0.6"
     children = _children(result.sweep_id)
     assert len(children) == 12
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {result.parent_run_id}
     assert "mlflow.parentRunId" not in parent.data.tags  # one level of nesting
     assert Counter(c.data.tags["synthmed.cell"] for c in children) == {
-        "cnn|none|0.3": 3, "cnn|none|1": 3, "cnn|synthetic|0.3": 3, "cnn|synthetic|1": 3}
+        "cnn|none|0.3": 3, "cnn|none|0.6": 3, "cnn|synthetic|0.3": 3, "cnn|synthetic|0.6": 3}
     metrics = parent.data.metrics
     assert metrics["cnn.synthetic.0.3.n"] == 3
-    for key in ("cnn.synthetic.0.3.test_cross_entropy.median", "cnn.none.1.test_accuracy.ci_high",
-                "cnn.synthetic_vs_none.0.3.test_cross_entropy.p_value", "cnn.none.0.3_vs_1.test_macro_f1.median_diff"):
+    for key in ("cnn.synthetic.0.3.test_cross_entropy.median", "cnn.none.0.6.test_accuracy.ci_high",
+                "cnn.synthetic_vs_none.0.3.test_cross_entropy.p_value"):
         assert key in metrics
     assert set(result.summary["n"]) == {3}
     for config in fake_train.configs:
@@ -293,3 +293,24 @@ def test_ray_executor_matches_local(mlflow_uri, tiny_splits):
         ray.shutdown()
     assert on_ray.sweep_id == local.sweep_id and (on_ray.ran, on_ray.failed) == (4, [])
     _assert_same_runs(_real_child_runs(local.sweep_id, "local"), _real_child_runs(on_ray.sweep_id, "ray"))
+
+
+def test_cells_identical_by_construction_are_trained_once(mlflow_uri, fake_train, tiny_splits):
+    """synthetic and oversample at real fraction 1.0 (synth_frac unset) add no image: none@1.0's runs stand for them."""
+    import json
+
+    import mlflow
+
+    result = sweep(BASE, policies="none,synthetic,oversample", real_fracs="0.5,1.0", simulations=2, seed=0,
+                   splits=tiny_splits)
+    assert result.ran == 2 * 4 and result.skipped == 0  # 6 cells, 2 of them shared
+    parent = mlflow.MlflowClient().get_run(result.parent_run_id)
+    shared = json.loads(parent.data.tags["synthmed.shared_cells"])
+    assert shared == {"cnn|synthetic|1": "cnn|none|1", "cnn|oversample|1": "cnn|none|1"}
+    data = __import__("synthmed.sweep.results", fromlist=["load_sweep"]).load_sweep(result.parent_run_id)
+    rows = data.results.set_index(["policy", "real_frac", "simulation"])
+    assert data.failed == 0 and len(data.results) == 12
+    for policy in ("synthetic", "oversample"):
+        for sim in (0, 1):
+            assert rows.loc[(policy, 1.0, sim), "run_id"] == rows.loc[("none", 1.0, sim), "run_id"]
+    assert not {(c.policy, c.real_frac) for c in fake_train.configs} & {("synthetic", 1.0), ("oversample", 1.0)}

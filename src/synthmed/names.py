@@ -21,6 +21,7 @@ TAG_OPEN_SET = "synthmed.open_set"  # a learned generator was warm-started from 
 TAG_SWEEP = "synthmed.sweep"  # "1" on a sweep's parent run
 TAG_SWEEP_ID = "synthmed.sweep_id"
 TAG_SIMULATIONS = "synthmed.simulations"
+TAG_SHARED_CELLS = "synthmed.shared_cells"  # on a sweep's parent: JSON {cell: the cell whose runs it shares}
 TAG_CELL = "synthmed.cell"  # model|policy|real_frac of a child run
 TAG_SIMULATION = "synthmed.simulation"
 TAG_RESUMED_SWEEP = "synthmed.resumed_sweep"

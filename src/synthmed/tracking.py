@@ -187,20 +187,27 @@ class RunLogger:
 
 @contextmanager
 def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-        run_name: str | None = None) -> Iterator[RunLogger]:
+        run_name: str | None = None, resume_run_id: str | None = None,
+        suspend: bool = False) -> Iterator[RunLogger]:
     """Start (or join) the MLflow run of one experiment; mark it FAILED, with the error, if anything raises.
 
     Joins the run of ``mlflow run`` (``MLFLOW_RUN_ID``) or an already active run; nests under
-    ``parent_run_id`` when given.
+    ``parent_run_id`` when given. ``resume_run_id`` reopens a run left ``RUNNING`` by ``suspend=True``
+    (which leaves the block without finishing the run): a batched sweep prepares each child run,
+    trains their models together, then resumes each to finish it.
     """
     import mlflow
 
     saved_env = os.environ.pop("MLFLOW_RUN_ID", None) if parent_run_id is not None else None
     try:  # a child is a new run, even inside `mlflow run`: MLFLOW_RUN_ID is hidden until it ends
-        active, own_run = _start(config, parent_run_id, run_name)
+        if resume_run_id is not None:
+            active, own_run = mlflow.start_run(run_id=resume_run_id, nested=mlflow.active_run() is not None), True
+        else:
+            active, own_run = _start(config, parent_run_id, run_name)
         try:
             logger = RunLogger(active.info.run_id, config, dict(mlflow.get_run(active.info.run_id).data.params))
-            _log_run_header(active, config, splits, tags, logger)
+            if resume_run_id is None:
+                _log_run_header(active, config, splits, tags, logger)
             yield logger
         except BaseException as exc:
             mlflow.set_tag(names.TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
@@ -210,7 +217,7 @@ def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tag
             raise
         else:
             if own_run:
-                mlflow.end_run()
+                mlflow.end_run(status="RUNNING" if suspend else "FINISHED")
     finally:
         if saved_env is not None:
             os.environ["MLFLOW_RUN_ID"] = saved_env

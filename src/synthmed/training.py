@@ -47,6 +47,40 @@ class TrainResult:
     registered_version: str | None
 
 
+def make_optimizer(params: Any, config: Config, device: str) -> torch.optim.Optimizer:
+    """Adam in its fused form (one kernel over all parameters; CPU and CUDA), else foreach.
+
+    Measured on the project's 2-core CPU (CNN, batch 32, 128 px): the optimizer step takes about
+    half the time of the single-tensor form. Adam is elementwise, so the forms agree to float
+    rounding; the same form is used for every run on a device, so the same seed gives the same metrics.
+    """
+    import torch
+
+    try:
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # a device or dtype without a fused kernel
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def _sum_dtype(device: str) -> torch.dtype:
+    import torch
+
+    return torch.float32 if device.startswith("mps") else torch.float64
+
+
+class _Resident:
+    """A training set's uint8 images and labels on the device, moved once (again only if the set changes)."""
+
+    def __init__(self, device: str):
+        self.device, self.source, self.value = device, None, None
+
+    def get(self, data: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        source = (data.images, data.labels)  # held, so identity checks cannot meet a recycled id
+        if self.source is None or any(a is not b for a, b in zip(source, self.source)):
+            self.source, self.value = source, (data.images.to(self.device), data.labels.to(self.device))
+        return self.value
+
+
 # --- the loop -------------------------------------------------------------------------------------
 def fit(
     model: nn.Module,
@@ -67,8 +101,9 @@ def fit(
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_optimizer(model.parameters(), config, device)
     amp = autocast_dtype(config, device)
+    device_type = device.split(":")[0]
     order_rng = torch.Generator().manual_seed(config.seed)  # batch order
     aug_rng = torch.Generator().manual_seed(config.seed + 1)  # augmentation draws
     best = {"val_loss": math.inf, "epoch": -1, "state": None}
@@ -76,32 +111,36 @@ def fit(
     passes = itertools.count() if max_steps is not None else range(config.epochs)
     bar = tqdm(passes, desc="epochs", unit="epoch", disable=config.quiet, leave=False,
                total=None if max_steps is not None else config.epochs)
+    resident = _Resident(device)
     for epoch in bar:
         if max_steps is not None and steps >= max_steps:
             break
         data = policy.epoch_set(train_set, epoch, aug_rng)
+        images, labels = resident.get(data)  # uint8 images and labels on the device, moved once per set
         perm = torch.randperm(len(data), generator=order_rng)
         if max_steps is not None:  # the last pass stops at the budget
             perm = perm[: (max_steps - steps) * config.batch_size]
+        perm = perm.to(device)
         model.train()
-        total, seen = 0.0, 0
+        total = torch.zeros((), device=device, dtype=_sum_dtype(device))  # no host sync per step
+        seen = 0
         for start in tqdm(range(0, len(perm), config.batch_size), desc=f"epoch {epoch + 1}", unit="batch",
                           disable=config.quiet, leave=False):
             rows = perm[start : start + config.batch_size]
-            images = policy.augment(data.images[rows], aug_rng)  # (B, 1, H, W) uint8
-            x = to_input(images.to(device)).contiguous(memory_format=torch.channels_last)
-            y = data.labels[rows].to(device)
-            with torch.autocast(device_type=device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+            batch = policy.augment(images[rows], aug_rng)  # (B, 1, H, W) uint8, on the device
+            x = to_input(batch).contiguous(memory_format=torch.channels_last)
+            y = labels[rows]
+            with torch.autocast(device_type=device_type, dtype=amp or torch.float32, enabled=amp is not None):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(rows)
+            total += loss.detach() * len(rows)
             seen += len(rows)
             steps += 1
         passes_run += 1
-        epoch_metrics = {"train_loss": total / max(seen, 1)}
+        epoch_metrics = {"train_loss": total.item() / max(seen, 1)}  # the one sync of the epoch
         if val_set is not None and len(val_set):
             val_logits = predict_logits(model, val_set.images, device=device)
             epoch_metrics["val_loss"] = F.cross_entropy(val_logits, val_set.labels).item()
@@ -165,20 +204,51 @@ def train(
     Returns:
         The run id, final metrics, model URI and registered version.
     """
-    import torch
+    from synthmed import tracking
 
+    job = setup(config, splits=splits, pm=pm, **overrides)
+    with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
+        prepared = prepare(job, logger)
+        info = fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
+                   logger.log_metrics, max_steps=prepared.max_steps)
+        return finish(job, prepared, info, logger)
+
+
+# --- the phases of train(), so that a batched sweep can train several runs' models together ----------
+@dataclass
+class Job:
+    """A run's resolved plugins, device and dataset (:func:`setup`)."""
+
+    config: Config
+    pm: Any
+    factory: Any
+    policy: AugmentationPolicy
+    device: str
+    splits: Splits
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` makes inside the run: the real sample, the training set, the fresh model."""
+
+    real: ImageSet
+    val: ImageSet | None
+    train_set: ImageSet
+    model: nn.Module
+    max_steps: int | None
+
+
+def setup(config: Config | None = None, *, splits: Splits | None = None, pm: pluggy.PluginManager | None = None,
+          **overrides: Any) -> Job:
+    """Resolve every plugin first (a typo fails before minutes of data loading), the device and the data."""
     from synthmed import tracking
     from synthmed.generators.build import generator_class
-    from synthmed.gradcam.panel import log_run_gradcam
-    from synthmed.inspection.run import check_run
     from synthmed.plugins import default_plugin_manager, registry
-    from synthmed.policies.base import PolicyContext
 
     config = config or Config()
     if overrides:
         config = config.replace(**overrides)
     pm = pm or default_plugin_manager()
-    # Resolve every plugin first: a typo fails before minutes of data loading.
     factory = registry("models", pm).get(config.model)()
     policy = registry("policies", pm).get(config.policy).from_config(config, pm)
     if config.gradcam or config.policy == "synthetic":  # a typo or an external generator fails now, not after loading
@@ -186,35 +256,50 @@ def train(
     device = resolve_device(config)
     tracking.prepare_store(config)  # a silent tracking server fails now; ghost runs are marked KILLED
     splits = present(splits, config, pm) if splits is not None else load_splits(config, pm)
+    return Job(config, pm, factory, policy, device, splits)
 
-    with tracking.run(config, splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
-        real, val = sample_real(splits, config)
-        ctx = PolicyContext(config, splits, pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
-                            log_artifact=logger.log_artifact)
-        train_set = policy.training_set(real, ctx)
-        logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, policy, config))
-        logger.tag_open_set()  # a warm-started learned generator may carry data from outside the sample
-        if config.inspect:  # what the generator made: realism, label fidelity, memorization (no-op without)
-            check_run(train_set, real, splits, config, logger)
 
-        torch.manual_seed(config.seed)
-        model = factory.create(splits.num_classes, config.image_size, config).to(device)
-        model = model.to(memory_format=torch.channels_last)
-        info = fit(model, policy, train_set, val, config, device, logger.log_metrics,
-                   max_steps=step_budget(config, len(splits.train)))
-        amp = autocast_dtype(config, device)
-        logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
-                           "optimizer_steps": info["optimizer_steps"],
-                           "precision_used": "bf16" if amp is not None else "fp32",
-                           "torch_threads": torch.get_num_threads()})
+def prepare(job: Job, logger: Any) -> Prepared:
+    """Inside the run: the real sample, the policy's training set (logged) and the seeded fresh model."""
+    import torch
 
-        result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
-        metrics = {f"test_{k}": v for k, v in result.metrics.items()}
-        logger.log_metrics(metrics)
-        logger.log_evaluation(result, splits.classes, splits.display_classes)
+    from synthmed.policies.base import PolicyContext
 
-        if config.gradcam:
-            metrics.update(log_run_gradcam(model=model, factory=factory, splits=splits, real=real, config=config,
-                                           device=device, sink=logger, pm=pm))
-        model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
-        return TrainResult(logger.run_id, metrics, model_uri, version)
+    config, splits = job.config, job.splits
+    real, val = sample_real(splits, config)
+    ctx = PolicyContext(config, splits, job.pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
+                        log_artifact=logger.log_artifact)
+    train_set = job.policy.training_set(real, ctx)
+    logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, job.policy, config))
+    logger.tag_open_set()  # a warm-started learned generator may carry data from outside the sample
+    if config.inspect:  # what the generator made: realism, label fidelity, memorization (no-op without)
+        from synthmed.inspection.run import check_run
+
+        check_run(train_set, real, splits, config, logger)
+    torch.manual_seed(config.seed)
+    model = job.factory.create(splits.num_classes, config.image_size, config).to(job.device)
+    model = model.to(memory_format=torch.channels_last)
+    return Prepared(real, val, train_set, model, step_budget(config, len(splits.train)))
+
+
+def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> TrainResult:
+    """After training: log how it ran, evaluate on the test split, Grad-CAM, the model."""
+    import torch
+
+    from synthmed.gradcam.panel import log_run_gradcam
+
+    config, splits, device, model = job.config, job.splits, job.device, prepared.model
+    amp = autocast_dtype(config, device)
+    logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
+                       "optimizer_steps": info["optimizer_steps"],
+                       "precision_used": "bf16" if amp is not None else "fp32",
+                       "torch_threads": torch.get_num_threads()})
+    result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
+    metrics = {f"test_{k}": v for k, v in result.metrics.items()}
+    logger.log_metrics(metrics)
+    logger.log_evaluation(result, splits.classes, splits.display_classes)
+    if config.gradcam:
+        metrics.update(log_run_gradcam(model=model, factory=job.factory, splits=splits, real=prepared.real,
+                                       config=config, device=device, sink=logger, pm=job.pm))
+    model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
+    return TrainResult(logger.run_id, metrics, model_uri, version)

@@ -45,6 +45,8 @@ def _is_true(value: str | None) -> bool:
 @click.option("--address", default=None, help="Ray cluster address ('auto' joins a running one; default: a local Ray).")
 @click.option("--gpus-per-task", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPU share of each Ray task (0.25 = four simulations per GPU).")
+@click.option("--parallel-simulations", default="auto", show_default=True,
+              help="Simulations of one cell trained at once, models stacked (auto: 1 on CPU, by memory on CUDA).")
 @click.option("--fail-fast", type=BOOL, is_flag=False, flag_value="true", default="false",
               help="Stop at the first failed simulation (default: record it and go on).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -54,13 +56,17 @@ def _is_true(value: str | None) -> bool:
 @_sweep_config_options
 def sweep_command(models: str | None, policies: str | None, real_fracs: str | None, simulations: int,
                   seed: int | None, workers: int, executor: str, address: str | None, gpus_per_task: float,
-                  fail_fast: str, settings: tuple[str, ...], config_file: str | None, **given: Any) -> None:
+                  parallel_simulations: str, fail_fast: str, settings: tuple[str, ...], config_file: str | None, **given: Any) -> None:
     """Repeat training N times per (model, policy, real fraction) and compare (thesis Chapter 7).
 
     Rerunning the same command resumes: finished simulations are found in MLflow and skipped.
     """
     from synthmed.sweep import sweep
 
+    parallel = None if parallel_simulations.strip().lower() in ("", "auto") else parallel_simulations.strip()
+    if parallel is not None and (not parallel.isdigit() or int(parallel) < 1):
+        raise click.BadParameter(f"{parallel_simulations!r} is not 'auto' or a count >= 1",
+                                 param_hint="--parallel-simulations")
     for item in settings:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -75,7 +81,8 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
     config = build_config(config_file, given)
     result = sweep(config, models=models, policies=policies, real_fracs=real_fracs, simulations=simulations,
                    seed=seed, **on, workers=workers, executor=executor, address=address or None,
-                   gpus_per_task=gpus_per_task, fail_fast=_is_true(fail_fast))
+                   gpus_per_task=gpus_per_task, fail_fast=_is_true(fail_fast),
+                   parallel_simulations=None if parallel is None else int(parallel))
     click.echo(f"sweep {result.sweep_id}  parent run {result.parent_run_id}  "
                f"ran {result.ran}, found {result.skipped} finished, {len(result.failed)} failed")
     _echo_summary(result.summary)

@@ -6,6 +6,7 @@ here draws or logs.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,14 @@ def load_sweep(parent_run_id: str, client: MlflowClient | None = None) -> SweepD
         rows[key] = dict(model=key[0], policy=key[1], real_frac=float(key[2]), simulation=key[3],
                          run_id=run.info.run_id, start_time=run.info.start_time,
                          **{m: metrics.get(m, math.nan) for m in METRICS})
+    shared = json.loads(tags.get(names.TAG_SHARED_CELLS, "{}"))  # {cell: the cell whose runs it shares}
+    for dup, src in shared.items():
+        dm, dp, df = dup.split("|")
+        sm, sp, sf = src.split("|")
+        for key in [k for k in rows if k[:3] == (dm, dp, df)]:
+            del rows[key]  # trained by an earlier version: the shared runs stand for them
+        for key, row in [(k, r) for k, r in rows.items() if k[:3] == (sm, sp, sf)]:
+            rows[(dm, dp, df, key[3])] = {**row, "model": dm, "policy": dp}
     order = {(m, p, f): i for i, (m, p, f) in enumerate((m, p, f) for m in models for p in policies for f in fracs)}
     results = pd.DataFrame(sorted(rows.values(), key=lambda r: (order[(r["model"], r["policy"], r["real_frac"])],
                                                                 r["simulation"])),

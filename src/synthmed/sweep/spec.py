@@ -26,6 +26,10 @@ _NOT_IN_SPEC = ("model", "policy", "real_frac", "seed", "register", "gradcam", "
                 "experiment", "device", "precision", "data_dir", "cache_dir")
 
 
+#: policies that add nothing at real fraction 1.0 when ``synth_frac`` is unset (see SweepSpec.shared_cells)
+SHARED_WITH_NONE = ("synthetic", "oversample")
+
+
 def frac_label(frac: float) -> str:
     """``0.3`` → ``'0.3'``: how a real fraction is written in tags, metric names and tables."""
     return f"{float(frac):g}"
@@ -114,12 +118,30 @@ class SweepSpec:
     def cells(self) -> list[Cell]:
         return [Cell(m, p, f) for m in self.models for p in self.policies for f in self.real_fracs]
 
+    def shared_cells(self) -> dict[Cell, Cell]:
+        """Cells identical by construction to another cell of the grid, which is trained once for both.
+
+        ``synthetic`` and ``oversample`` at real fraction 1.0 with ``synth_frac`` unset (or 0) add no
+        image (the synthetic share defaults to ``1 - real_frac``), so with ``base_policy=none`` they
+        train exactly what ``none`` at 1.0 trains: their runs are ``none@1.0``'s.
+        """
+        base = self.base
+        if "none" not in self.policies or base.base_policy != "none" or base.synth_frac not in (None, 0.0):
+            return {}
+        return {Cell(m, p, f): Cell(m, "none", f) for m in self.models for p in self.policies
+                for f in self.real_fracs if p in SHARED_WITH_NONE and f == 1.0}
+
+    def trained_cells(self) -> list[Cell]:
+        """The cells whose simulations run (:meth:`cells` less :meth:`shared_cells`)."""
+        shared = self.shared_cells()
+        return [c for c in self.cells() if c not in shared]
+
     def tasks(self) -> list[Task]:
         """Every (cell, simulation), simulation-major, so an interrupted sweep stays balanced."""
         sweep_id = self.sweep_id
         out = []
         for i in range(self.simulations):
-            for cell in self.cells():
+            for cell in self.trained_cells():
                 config = self.base.replace(model=cell.model, policy=cell.policy, real_frac=cell.real_frac,
                                            seed=simulation_seed(self.seed, i), register="none",
                                            gradcam=self.gradcam, log_model=self.log_model, quiet=True)

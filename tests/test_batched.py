@@ -1,0 +1,69 @@
+"""Batched simulations: k trained together equal the same k trained alone; fallback; resume."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from synthmed.config import Config
+from synthmed.sweep import sweep
+from synthmed.sweep.batched import TAG_BATCHED, TAG_FALLBACK
+
+BASE = Config(image_size=32, epochs=2, batch_size=16, device="cpu", precision="fp32", experiment="batched",
+              quiet=True, real_frac=0.5)
+
+
+def _children(sweep_id: str, experiment: str) -> dict[tuple[str, str], mlflow.entities.Run]:
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              f"tags.`synthmed.sweep_id` = '{sweep_id}'", max_results=1000)
+    return {(r.data.tags["synthmed.cell"], r.data.tags["synthmed.simulation"]): r for r in runs
+            if r.info.status == "FINISHED" and r.data.tags.get("synthmed.sweep") != "1"}
+
+
+@pytest.mark.parametrize("model", ["cnn", "vit"])
+def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model):
+    config = BASE.replace(model=model)
+    alone = sweep(config.replace(experiment="alone"), simulations=3, splits=tiny_splits, parallel_simulations=1)
+    together = sweep(config.replace(experiment="together"), simulations=3, splits=tiny_splits,
+                     parallel_simulations=3)
+    assert alone.sweep_id == together.sweep_id and together.ran == 3
+    a, b = _children(alone.sweep_id, "alone"), _children(together.sweep_id, "together")
+    assert a.keys() == b.keys() and len(a) == 3
+    for key in a:
+        assert b[key].data.tags[TAG_BATCHED] == "3"
+        assert a[key].data.params["seed"] == b[key].data.params["seed"]
+        assert a[key].data.params["optimizer_steps"] == b[key].data.params["optimizer_steps"]
+        for name in ("test_cross_entropy", "test_accuracy", "train_loss"):
+            assert b[key].data.metrics[name] == pytest.approx(a[key].data.metrics[name], rel=1e-4, abs=1e-5), name
+
+
+def test_batchnorm_models_fall_back_with_a_note(mlflow_uri, tiny_splits):
+    result = sweep(BASE.replace(model="resnet18", epochs=1), simulations=2, splits=tiny_splits,
+                   parallel_simulations=2)
+    runs = _children(result.sweep_id, "batched")
+    assert len(runs) == 2 and result.failed == []
+    for run in runs.values():
+        assert "BatchNorm" in run.data.tags[TAG_FALLBACK]
+        assert TAG_BATCHED not in run.data.tags
+
+
+def test_a_killed_batched_sweep_resumes_without_repeating(mlflow_uri, tiny_splits, monkeypatch):
+    from synthmed.sweep import batched
+
+    real_fit, calls = batched.fit_batched, []
+
+    def dies_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(batched, "fit_batched", dies_on_second_batch)
+    config = BASE.replace(epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(config, simulations=4, splits=tiny_splits, parallel_simulations=2)
+    monkeypatch.setattr(batched, "fit_batched", real_fit)
+    resumed = sweep(config, simulations=4, splits=tiny_splits, parallel_simulations=2)
+    assert resumed.skipped == 2 and resumed.ran == 2 and resumed.failed == []
+    assert len(_children(resumed.sweep_id, "batched")) == 4
