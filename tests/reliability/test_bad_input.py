@@ -273,10 +273,11 @@ def test_class_only_in_test_split(store, tmp_path):
 
 
 def test_hub_layout_label_outside_class_list(store, tmp_path):
-    rows = [(png_bytes(1), 0), (png_bytes(2), -1), (png_bytes(3), 1)]
-    folder = write_hub_layout(tmp_path / "hub", rows, [(png_bytes(4), 0), (png_bytes(5), 1)], ["a", "b"])
+    names = ["Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented"]  # the expected label set
+    rows = [(png_bytes(1), 0), (png_bytes(2), -1), (png_bytes(3), 1), (png_bytes(6), 2), (png_bytes(7), 3)]
+    folder = write_hub_layout(tmp_path / "hub", rows, [(png_bytes(4), 0), (png_bytes(5), 1)], names)
     code, out, elapsed = cli("train", "--data-dir", str(folder), *TINY)
-    assert_clean_error(code, out, elapsed, r"train row 1 .* has label -1, outside the classes 0\.\.1")
+    assert_clean_error(code, out, elapsed, r"train row 1 .* has label -1, outside the classes 0\.\.3")
 
 
 def test_hub_layout_with_other_label_names(store, tmp_path):

@@ -139,6 +139,8 @@ def _value(f):
         return st.floats(lo, hi, exclude_min="gt" in meta, exclude_max="lt" in meta, allow_nan=False)
     if f.name in ("generator_options",):
         return st.just("alpha=2,sigma=3")
+    if f.name == "policy_options":
+        return st.sampled_from(["degrees=5", "degrees=5,flip_p=0", "brightness=0.2\\,x"])
     if f.name == "register":
         return st.sampled_from(["default", "my-model"])
     return st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(
