@@ -21,8 +21,19 @@ def _children(sweep_id: str, experiment: str) -> dict[tuple[str, str], mlflow.en
             if r.info.status == "FINISHED" and r.data.tags.get("synthmed.sweep") != "1"}
 
 
+@pytest.fixture
+def one_thread():
+    """Both sides on one thread, whatever earlier tests left: the comparison is of algorithms, not of thread counts."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("model", ["cnn", "vit"])
-def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model):
+def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model, one_thread):
     config = BASE.replace(model=model)
     alone = sweep(config.replace(experiment="alone"), simulations=3, splits=tiny_splits, parallel_simulations=1)
     together = sweep(config.replace(experiment="together"), simulations=3, splits=tiny_splits,
@@ -35,7 +46,8 @@ def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model):
         assert a[key].data.params["seed"] == b[key].data.params["seed"]
         assert a[key].data.params["optimizer_steps"] == b[key].data.params["optimizer_steps"]
         for name in ("test_cross_entropy", "test_accuracy", "train_loss"):
-            assert b[key].data.metrics[name] == pytest.approx(a[key].data.metrics[name], rel=1e-4, abs=1e-5), name
+            # float tolerance: vmap's batched kernels sum in another order than the single model's
+            assert b[key].data.metrics[name] == pytest.approx(a[key].data.metrics[name], rel=1e-3, abs=1e-4), name
 
 
 def test_batchnorm_models_fall_back_with_a_note(mlflow_uri, tiny_splits):

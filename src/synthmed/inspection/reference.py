@@ -12,6 +12,8 @@ to published FID/KID numbers — only to each other, for the same reference clas
 
 from __future__ import annotations
 
+import sys
+
 import hashlib
 import os
 import tempfile
@@ -79,7 +81,7 @@ def _train(model: nn.Module, train: ImageSet, *, epochs: int, lr: float, batch_s
             opt.step()
             total += loss.item() * len(rows)
         if not quiet:
-            print(f"reference classifier: epoch {epoch + 1}/{epochs} loss {total / max(len(train), 1):.4f}")
+            print(f"reference classifier: epoch {epoch + 1}/{epochs} loss {total / max(len(train), 1):.4f}", file=sys.stderr)
     model.eval()
 
 
