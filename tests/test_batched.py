@@ -21,25 +21,38 @@ def _children(sweep_id: str, experiment: str) -> dict[tuple[str, str], mlflow.en
             if r.info.status == "FINISHED" and r.data.tags.get("synthmed.sweep") != "1"}
 
 
-@pytest.fixture
-def one_thread():
-    """Both sides on one thread, whatever earlier tests left: the comparison is of algorithms, not of thread counts."""
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+_ISOLATED = """
+import sys
+import torch
+torch.set_num_threads(1)
+from synthmed.config import Config
+from synthmed.sweep import sweep
+splits = torch.load(sys.argv[1], weights_only=False)
+config = Config(image_size=32, epochs=2, batch_size=16, device="cpu", precision="fp32", quiet=True, real_frac=0.5,
+                model=sys.argv[2])
+alone = sweep(config.replace(experiment="alone"), simulations=3, splits=splits, parallel_simulations=1)
+together = sweep(config.replace(experiment="together"), simulations=3, splits=splits, parallel_simulations=3)
+print(alone.sweep_id, together.sweep_id, together.ran)
+"""
 
 
 @pytest.mark.parametrize("model", ["cnn", "vit"])
-def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model, one_thread):
-    config = BASE.replace(model=model)
-    alone = sweep(config.replace(experiment="alone"), simulations=3, splits=tiny_splits, parallel_simulations=1)
-    together = sweep(config.replace(experiment="together"), simulations=3, splits=tiny_splits,
-                     parallel_simulations=3)
-    assert alone.sweep_id == together.sweep_id and together.ran == 3
-    a, b = _children(alone.sweep_id, "alone"), _children(together.sweep_id, "together")
+def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model, tmp_path):
+    """Both sweeps in a fresh interpreter (one thread): the comparison is of the algorithms, untouched
+    by whatever global torch state earlier tests left in this process."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    torch.save(tiny_splits, tmp_path / "splits.pt")
+    out = subprocess.run([sys.executable, "-c", _ISOLATED, str(tmp_path / "splits.pt"), model], capture_output=True,
+                         text=True, env=os.environ.copy(), timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    alone_id, together_id, ran = out.stdout.split()[-3:]
+    assert alone_id == together_id and ran == "3"
+    a, b = _children(alone_id, "alone"), _children(together_id, "together")
     assert a.keys() == b.keys() and len(a) == 3
     for key in a:
         assert b[key].data.tags[TAG_BATCHED] == "3"
