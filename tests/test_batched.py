@@ -47,8 +47,10 @@ def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model, tmp_path):
     import torch
 
     torch.save(tiny_splits, tmp_path / "splits.pt")
+    env = {k: v for k, v in os.environ.items()  # an experiment or run id left by earlier tests must not leak in
+           if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
     out = subprocess.run([sys.executable, "-c", _ISOLATED, str(tmp_path / "splits.pt"), model], capture_output=True,
-                         text=True, env=os.environ.copy(), timeout=900)
+                         text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     alone_id, together_id, ran = out.stdout.split()[-3:]
     assert alone_id == together_id and ran == "3"
