@@ -230,12 +230,15 @@ def _start(config: Config, parent_run_id: str | None, run_name: str | None) -> t
     if parent_run_id is not None:
         parent = mlflow.MlflowClient().get_run(parent_run_id)
         return mlflow.start_run(run_name=run_name, experiment_id=parent.info.experiment_id,
-                                parent_run_id=parent_run_id, nested=mlflow.active_run() is not None), True
+                                parent_run_id=parent_run_id, nested=mlflow.active_run() is not None,
+                                tags=ghosts.owner_tags()), True
     if mlflow.active_run() is not None:
         return mlflow.active_run(), False
     if not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(config.experiment)
-    return mlflow.start_run(run_name=run_name or f"{config.model}-{config.policy}-{config.real_frac:g}"), True
+    # owner tags at creation: a process killed before the header is logged still leaves a provable ghost
+    return mlflow.start_run(run_name=run_name or f"{config.model}-{config.policy}-{config.real_frac:g}",
+                            tags=ghosts.owner_tags()), True
 
 
 def mark_experiment_kind(experiment_id: str) -> None:

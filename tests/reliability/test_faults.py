@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -230,6 +231,47 @@ def test_sigkill_mid_sweep_loses_and_repeats_nothing(store, tmp_path, tiny_folde
         assert tags.get("synthmed.failure_reason") or tags.get("synthmed.error")
     assert not [r for r, s, _ in runs if s == "RUNNING"], "no ghost left RUNNING"
     assert_cache_whole(Path(os.environ["SYNTHMED_CACHE_DIR"]))
+
+
+
+# the process dies the instant its run exists, before any header or sweep tags are logged
+DIE_AT = {
+    "train": ("synthmed.tracking", "", "_log_run_header", TINY),
+    "sweep": ("mlflow.tracking", "MlflowClient", "log_batch",
+              ["--image-size", "16", "--epochs", "1", "--batch-size", "8", "--models", "cnn", "--policies", "none",
+               "--real-fracs", "0.5", "--simulations", "1", "--quiet"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(DIE_AT))
+def test_killed_the_instant_a_run_is_created_is_still_reaped(store, tmp_path, tiny_folder, command):
+    """A run carries its owner from creation: a kill before the header leaves a ghost the next run can prove dead."""
+    module, owner, attr, extra = DIE_AT[command]
+    args = [command, "--dataset", "imagefolder", "--data-dir", str(tiny_folder), *extra]
+    code = ("import importlib, os, sys\n"
+            f"target = importlib.import_module({module!r})\n"
+            f"target = getattr(target, {owner!r}) if {owner!r} else target\n"
+            f"setattr(target, {attr!r}, lambda *a, **k: os._exit(9))\n"
+            "from synthmed.cli import main\n"
+            "main(sys.argv[1:])\n")
+    died = subprocess.run([sys.executable, "-c", code, *args], env=child_env(MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"]),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert died.returncode == 9, died.stdout + died.stderr
+    (ghost,) = [(r, t) for r, s, t in runs_in(store) if s == "RUNNING"]
+    assert "synthmed.pid" in ghost[1], ghost  # the owner was recorded when the run was created
+    from synthmed.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    runs = {r: (s, t) for r, s, t in runs_in(store)}
+    assert "ended without ending this run" in runs[ghost[0]][1]["synthmed.failure_reason"]
+    if command == "sweep":  # the killed sweep's parent is found by its tags and resumed, not duplicated
+        assert [r for r, (_, t) in runs.items() if t.get("synthmed.sweep") == "1"] == [ghost[0]]
+        assert runs[ghost[0]][0] == "FINISHED"
+    else:
+        assert runs[ghost[0]][0] == "KILLED"
+    assert not [r for r, (s, _) in runs.items() if s == "RUNNING"], "no ghost left RUNNING"
 
 
 def test_learned_generator_killed_mid_fit():

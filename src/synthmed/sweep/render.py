@@ -72,7 +72,10 @@ def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Fig
     ax.set_ylabel("median test cross-entropy (95% CI)")
     ax.set_title(f"{model}: median test cross-entropy")
     ax.grid(alpha=0.3)
-    ax.legend(title="policy")
+    if ax.lines:
+        ax.legend(title="policy")
+    else:  # every simulation of this model failed: say so instead of an empty chart
+        ax.text(0.5, 0.5, "no finished simulations", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 

@@ -167,6 +167,8 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
     """Find the sweep's parent run by its tags, or create it (adopting the `mlflow run` run)."""
     import mlflow
 
+    from synthmed.ghosts import owner_tags
+
     client = mlflow.MlflowClient()
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if launcher:
@@ -185,10 +187,10 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
             client.set_tag(launcher, names.TAG_RESUMED_SWEEP, parent_id)
     elif launcher:
         parent_id = launcher
-    else:
-        parent_id = client.create_run(experiment_id, run_name=f"sweep-{spec.sweep_id[:8]}").info.run_id
+    else:  # owner and identity at creation: killed before the tags below, it is still found and reaped
+        parent_id = client.create_run(experiment_id, run_name=f"sweep-{spec.sweep_id[:8]}",
+                                      tags={**owner_tags(), TAG_SWEEP: "1", TAG_ID: spec.sweep_id}).info.run_id
     given = client.get_run(parent_id).data.params  # `mlflow run` logged its -P values as spelled
-    from synthmed.ghosts import owner_tags
 
     tags = {**owner_tags(), TAG_SWEEP: "1", TAG_ID: spec.sweep_id, TAG_SIMULATIONS: str(spec.simulations),
             names.TAG_SPEC_ID: spec.spec_id, names.TAG_DEVICE: spec.device_kind, names.TAG_PRECISION: spec.precision,
