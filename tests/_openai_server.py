@@ -112,6 +112,15 @@ class FakeImagesServer:
         return status, extra, payload
 
 
+
+def openai_plugin(server: FakeImagesServer, key: str | None, /, **options: Any) -> Any:
+    """The installed ``openai`` generator plugin pointed at ``server`` (64 px, one request at a time);
+    ``options`` override those, ``api_key`` included (``key`` is its default)."""
+    from synthmed.plugins import get_plugin_manager, registry
+
+    options = {"base_url": server.url, "api_key": key, "size": "64x64", "concurrency": 1, **options}
+    return registry("generators", get_plugin_manager(autoload=True)).get("openai")(**options)
+
 def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], bytes]:
     message = BytesParser(policy=email_policy).parsebytes(
         f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode() + body

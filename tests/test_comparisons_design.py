@@ -7,7 +7,6 @@ import math
 
 import mlflow
 import pytest
-import torch
 
 from synthmed.config import Config
 from synthmed.errors import SynthmedError

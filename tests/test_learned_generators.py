@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from synthmed.generators.base import Generator
 from synthmed.generators.cache import plan_keys
-from synthmed.generators.fitting import FitCache, check_open_set, ensure_fitted, fit_fingerprint, fit_key
+from synthmed.generators.fitting import FitCache, check_open_set, ensure_fitted, fit_fingerprint
 from synthmed.hookspecs import hookimpl
 from synthmed.plugins import registry
 

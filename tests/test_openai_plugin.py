@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 
 import pytest
 import torch
-from _openai_server import REFUSAL, FakeImagesServer, error
+from _openai_server import REFUSAL, FakeImagesServer, error, openai_plugin
 
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
@@ -33,8 +33,7 @@ def fast_backoff(monkeypatch):
 
 
 def make(server, **options):
-    options = {"base_url": server.url, "api_key": KEY, "size": "64x64", "concurrency": 1, **options}
-    return registry("generators", get_plugin_manager(autoload=True)).get("openai")(**options)
+    return openai_plugin(server, KEY, **options)
 
 
 def images(b=2, size=32):

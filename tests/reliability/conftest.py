@@ -8,7 +8,6 @@ output it is shown), so a leak shows up in the count even before the test's asse
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -85,28 +84,15 @@ def store_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path, store_template, monkeypatch) -> Path:
-    """A fresh MLflow store in ``tmp_path`` (the tracking URI; artifacts under tmp_path/mlruns)."""
-    import mlflow
-
-    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", "OPENAI_API_KEY",
-                "OPENAI_BASE_URL", "SYNTHMED_DATA_DIR"):
+def store(tmp_path, store_template, mlflow_uri, monkeypatch) -> Path:
+    """``mlflow_uri``'s fresh store in ``tmp_path``, pre-migrated (a copy of the template), with its own cache."""
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SYNTHMED_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     db = tmp_path / "mlflow.db"
-    shutil.copy(store_template, db)
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    assert mlflow_uri == f"sqlite:///{db}"
+    shutil.copy(store_template, db)  # nothing has opened the store yet: mlflow_uri only named it
     monkeypatch.setenv("SYNTHMED_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    yield db
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        os.environ.pop(var, None)
+    return db
 
 
 @pytest.fixture

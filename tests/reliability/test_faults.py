@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _openai_server import error
+from _openai_server import error, openai_plugin
 from _rel import TINY, child_env, cli_argv, runs_in, wait_for, write_folder
 from _servers import FaultyImagesServer
 from click.testing import CliRunner
@@ -40,10 +40,7 @@ def fast_backoff(monkeypatch):
 
 
 def openai(server, **options):
-    from synthmed.plugins import get_plugin_manager, registry
-
-    options = {"base_url": server.url, "api_key": KEY, "size": "64x64", "concurrency": 1, **options}
-    return registry("generators", get_plugin_manager(autoload=True)).get("openai")(**options)
+    return openai_plugin(server, KEY, **options)
 
 
 def sources(n=4):

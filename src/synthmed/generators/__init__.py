@@ -4,7 +4,7 @@ Built-ins: ``elastic`` (the default: local, free, a non-learned baseline) and ``
 pre-generated images). The OpenAI generator is a separate distribution, ``synthmed-openai``.
 """
 
-from synthmed.generators.base import Generator, coerce_option, source_hash
+from synthmed.generators.base import Generator, coerce_option, item_seed, source_hash
 from synthmed.generators.cache import FillStats, GenerationCache, cache_key, fill, generation_seed
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "coerce_option",
     "fill",
     "generation_seed",
+    "item_seed",
     "source_hash",
 ]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from synthmed.config import Config
 
-__all__ = ["Generator", "coerce_option", "source_hash"]
+__all__ = ["Generator", "coerce_option", "item_seed", "source_hash"]
 
 
 class Generator(ABC):
@@ -185,27 +185,19 @@ def source_hash(image: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def coerce_option(
-    generator: str,
-    key: str,
-    value: Any,
-    kind: type,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    choices: Sequence[str] | None = None,
-) -> Any:
-    """Turn one (usually string) generator option into ``kind``, or raise a helpful error.
+def item_seed(image: torch.Tensor, variation: int, seed: int, namespace: str = "") -> int:
+    """One image's private seed from its content, the variation index and the generation seed.
 
-    Args:
-        generator: the generator's name (for the message).
-        key: the option's name.
-        value: the raw value (``'0.5'``, ``0.5``, ``'true'``, ...).
-        kind: ``int``, ``float``, ``bool`` or ``str``.
-        low: inclusive lower bound for numbers.
-        high: inclusive upper bound for numbers.
-        choices: allowed values for strings.
+    Generators that draw per image use it, so an image's output never depends on its batch-mates;
+    ``namespace`` (say ``"pca"``) keeps two generators' draws for the same source apart.
     """
+    text = f"{namespace + ':' if namespace else ''}{source_hash(image)}:{int(variation)}:{int(seed)}"
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
+def coerce_option(generator: str, key: str, value: Any, kind: type, *, low: float | None = None,
+                  high: float | None = None, choices: Sequence[str] | None = None) -> Any:
+    """:func:`synthmed.options.coerce_value` with the message naming ``generator 'name'``."""
     from synthmed.options import coerce_value
 
     return coerce_value(f"generator {generator!r}", key, value, kind, low=low, high=high, choices=choices)

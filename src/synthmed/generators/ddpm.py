@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from synthmed.errors import SynthmedError
-from synthmed.generators.base import Generator, coerce_option, source_hash
+from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class DdpmGenerator(Generator):
         b, _, h, w = images.shape
         r = self.resolution
         noise = torch.stack([  # (B, 1, r, r): per-item generators, never the batch's
-            torch.randn(1, r, r, generator=torch.Generator().manual_seed(_item_seed(img, v, s)))
+            torch.randn(1, r, r, generator=torch.Generator().manual_seed(item_seed(img, v, s, "ddpm")))
             for img, v, s in zip(images, variations, seeds)
         ]).to(device)
         scheduler = DDIMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, clip_sample=True)
@@ -310,10 +310,6 @@ class DdpmGenerator(Generator):
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
-
-def _item_seed(image: torch.Tensor, variation: int, seed: int) -> int:
-    text = f"ddpm:{source_hash(image)}:{int(variation)}:{int(seed)}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 def _path_hash(path: Path) -> str:

@@ -11,10 +11,9 @@ tests, and reproducibly. It answers "does *any* plausible variation of the sampl
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from synthmed.generators.base import Generator, coerce_option, source_hash
+from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -46,12 +45,12 @@ class ElasticGenerator(Generator):
         return {"alpha": self.alpha, "sigma": self.sigma, "gamma": self.gamma, "gain": self.gain, "version": 1}
 
     def generate(self, images: torch.Tensor, labels: torch.Tensor, *, variation: int, seed: int) -> torch.Tensor:
-        return self._vary(images, [_item_seed(img, variation, seed) for img in images])
+        return self._vary(images, [item_seed(img, variation, seed) for img in images])
 
     def iter_generate(
         self, images: torch.Tensor, labels: torch.Tensor, *, variations: Sequence[int], seeds: Sequence[int]
     ) -> Iterator[tuple[int, torch.Tensor | None]]:
-        out = self._vary(images, [_item_seed(img, v, s) for img, v, s in zip(images, variations, seeds)])
+        out = self._vary(images, [item_seed(img, v, s) for img, v, s in zip(images, variations, seeds)])
         yield from enumerate(out)
 
     def _vary(self, images: torch.Tensor, seeds: list[int]) -> torch.Tensor:
@@ -80,11 +79,6 @@ class ElasticGenerator(Generator):
         x = x.clamp(0, 1) ** log_gamma.exp().view(b, 1, 1, 1) * gain.view(b, 1, 1, 1)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
-
-def _item_seed(image: torch.Tensor, variation: int, seed: int) -> int:
-    """One image's private seed from its content, the variation index and the generation seed."""
-    text = f"{source_hash(image)}:{int(variation)}:{int(seed)}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 @hookimpl

@@ -18,11 +18,10 @@ seed) and each item is computed alone, so the output never depends on the rest o
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from synthmed.errors import SynthmedError
-from synthmed.generators.base import Generator, coerce_option, source_hash
+from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ class PcaGenerator(Generator):
         if self._size is None:
             raise SynthmedError("generator 'pca' was not fitted — the synthetic policy fits it on the run's sample")
         model = self._models.get(label, self._models[-1])
-        gen = torch.Generator().manual_seed(_item_seed(image, variation, seed))
+        gen = torch.Generator().manual_seed(item_seed(image, variation, seed, "pca"))
         h, w = image.shape[-2:]
         x = image.double().unsqueeze(0) / 255.0  # (1, 1, h, w)
         if (h, w) != self._size:
@@ -142,10 +141,6 @@ def _ppca(x: torch.Tensor, components: int) -> dict[str, Any]:
     var = (eig[:k] - sigma2).clamp(min=0)  # PPCA: latent variance above the noise floor
     return {"mean": mean, "basis": vh[:k].float(), "var": var, "sigma2": sigma2}
 
-
-def _item_seed(image: torch.Tensor, variation: int, seed: int) -> int:
-    text = f"pca:{source_hash(image)}:{int(variation)}:{int(seed)}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 @hookimpl

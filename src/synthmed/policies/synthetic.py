@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
     from synthmed.config import Config
     from synthmed.data.base import ImageSet
-    from synthmed.generators.base import Generator
 
 
 def plan_for(real: ImageSet, full_train: ImageSet, num_classes: int, config: Config) -> SyntheticPlan:

@@ -15,9 +15,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from synthmed.errors import SynthmedError
 from synthmed.sweep.results import SweepData, child_runs, load_sweep
 from synthmed.sweep.equivalence import real_scan_equivalents
 from synthmed.sweep.stats import METRICS, cell_prefix, pairs_table, summary_table

@@ -10,7 +10,6 @@ finished children by their tags and runs only what is missing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from contextlib import closing

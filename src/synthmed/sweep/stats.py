@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from synthmed.names import SWEEP_METRICS as METRICS  # the metrics summarised, headline first
-from synthmed.sweep.comparisons import holm
+from synthmed.sweep.comparisons import cohen_dz, hodges_lehmann, hodges_lehmann_ci, holm, rank_biserial, wilcoxon_p
 from synthmed.sweep.spec import frac_label  # re-exported: how fractions are written
 
 if TYPE_CHECKING:
@@ -109,7 +109,6 @@ def paired_difference(
         is about), ``p_value`` (Wilcoxon signed-rank; 1.0 when every difference is zero, NaN under
         two pairs), ``rank_biserial`` and ``d_z`` (effect sizes) and ``n``.
     """
-    from synthmed.sweep.comparisons import cohen_dz, hodges_lehmann, hodges_lehmann_ci, rank_biserial
 
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
@@ -128,17 +127,11 @@ def paired_difference(
         hl=hodges_lehmann(d),
         hl_low=hl_low,
         hl_high=hl_high,
-        p_value=_wilcoxon_p(d),
+        p_value=wilcoxon_p(d),
         rank_biserial=rank_biserial(d),
         d_z=cohen_dz(d),
         n=int(d.size),
     )
-
-
-def _wilcoxon_p(d: np.ndarray) -> float:
-    from synthmed.sweep.comparisons import wilcoxon_p
-
-    return wilcoxon_p(d)
 
 
 # --- tables over a sweep's results ------------------------------------------------------------

@@ -16,13 +16,12 @@ generator) -> grayscale -> Lanczos back to ``(H, W)``.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from synthmed.errors import SynthmedError
-from synthmed.generators.base import Generator, coerce_option, source_hash
+from synthmed.generators.base import Generator, coerce_option, item_seed
 
 from synthmed_diffusers import _weights
 
@@ -126,8 +125,8 @@ class SDVariationGenerator(Generator):
         """One pipeline call per item (so an item never depends on its batch-mates), yielded as done."""
         pipe = self._pipeline()
         for i in range(len(images)):
-            item_seed = _item_seed(images[i], int(variations[i]), int(seeds[i]))
-            yield i, self._vary(pipe, images[i], int(labels[i]), item_seed)
+            seed_i = item_seed(images[i], int(variations[i]), int(seeds[i]))
+            yield i, self._vary(pipe, images[i], int(labels[i]), seed_i)
 
     def _vary(self, pipe: Any, image: torch.Tensor, label: int, item_seed: int) -> torch.Tensor:
         import numpy as np
@@ -199,8 +198,3 @@ def _resolve_device(device: str) -> str:
         raise SynthmedError(f"generator 'sd-variation': option device={device!r} is not allowed — choose auto, cpu, cuda, cuda:N or mps")
     return device
 
-
-def _item_seed(image: torch.Tensor, variation: int, seed: int) -> int:
-    """One item's private seed from its content, the variation index and the generation seed."""
-    text = f"{source_hash(image)}:{variation}:{seed}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)

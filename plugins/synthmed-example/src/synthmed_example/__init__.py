@@ -7,13 +7,12 @@ pixels and jitters its brightness. Local, free and deterministic: the output dep
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 
 import synthmed
-from synthmed.generators import Generator, coerce_option, source_hash
+from synthmed.generators import Generator, coerce_option, item_seed
 
 __all__ = ["MirrorJitter", "register_generators"]
 
@@ -39,18 +38,13 @@ class MirrorJitter(Generator):
     def generate(self, images: torch.Tensor, labels: torch.Tensor, *, variation: int, seed: int) -> torch.Tensor:
         out = []
         for image in images:  # (1, H, W) uint8; one private random stream per image
-            rng = torch.Generator().manual_seed(_item_seed(image, variation, seed))
+            rng = torch.Generator().manual_seed(item_seed(image, variation, seed))
             dy, dx = torch.randint(-self.shift, self.shift + 1, (2,), generator=rng).tolist()
             gain = 1 + (torch.rand(1, generator=rng).item() * 2 - 1) * self.gain
             x = image.flip(-1).roll((dy, dx), dims=(-2, -1)).float() * gain  # (1, H, W)
             out.append(x.clamp(0, 255).round().to(torch.uint8))
         return torch.stack(out)  # (B, 1, H, W) uint8
 
-
-def _item_seed(image: torch.Tensor, variation: int, seed: int) -> int:
-    """One image's seed from its content, the variation index and the generation seed."""
-    text = f"{source_hash(image)}:{int(variation)}:{int(seed)}"
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 @synthmed.hookimpl
