@@ -190,6 +190,9 @@ def test_inspect_generation_identity_and_copy(trained):
     assert m["quality_fd"] == pytest.approx(0.0, abs=1e-4)
     assert m["quality_precision"] == 1.0 and m["quality_recall"] == 1.0
     assert m["fidelity"] > 0.9
+    # an identity generator's images are the sources: the real ceiling equals the synthetic score
+    assert m["fidelity_real"] == pytest.approx(m["fidelity"])
+    assert all(m[f"fidelity_real_{c}"] == pytest.approx(m[f"fidelity_{c}"], nan_ok=True) for c in CLASSES)
     for key in ("quality_kid", "quality_kid_std", "quality_precision_a", "quality_recall_d", "fidelity_b",
                 "memorization_near_copies_feature", "memorization_near_copies_c",
                 "memorization_nearest_other_distance"):

@@ -136,6 +136,12 @@ def inspect_generation(
     m["fidelity"] = fid["overall"]
     for name, v in zip(names, fid["per_class"]):
         m[f"fidelity_{name}"] = v
+    # the same score on the real sources: the reference's own ceiling (it was trained on them), so a
+    # class it cannot recognise in real images either says nothing about the generator
+    real_fid = label_fidelity(reference.predict_from_features(f_real), real.labels, num_classes)
+    m["fidelity_real"] = real_fid["overall"]
+    for name, v in zip(names, real_fid["per_class"]):
+        m[f"fidelity_real_{name}"] = v
 
     mem_px = memorization(_pixels(synth.images), synth.index, _pixels(real.images), real.index)
     mem_ft = memorization(f_synth, synth.index, f_real, real.index)
