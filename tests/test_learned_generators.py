@@ -54,6 +54,25 @@ def test_pca_fits_once_and_the_fit_key_reaches_the_generation_cache_key(pm, tmp_
     assert keys_a != keys_b  # same params and source, different fit: different generated image
 
 
+
+def test_a_fit_in_progress_blocks_only_the_same_fit(pm, tmp_path):
+    """Another process fitting sample A (its lock held) neither delays a fit of sample B nor a load of a
+    finished fit; the same fit waits for it (and then loads it instead of fitting twice)."""
+    from filelock import Timeout
+
+    from synthmed.generators.fitting import fit_key
+
+    cls = registry("generators", pm).get("pca")
+    images, labels = images_of(24)
+    cache = FitCache(tmp_path)
+    done = ensure_fitted(cls(components=5), images[:20], labels[:20], cache, seed=0, quiet=True)
+    busy = fit_key(cls(components=5), fit_fingerprint(images, labels))
+    with cache.lock("pca", busy).acquire(timeout=0):  # "another process" is fitting the full 24
+        assert ensure_fitted(cls(components=5), images[:22], labels[:22], cache, seed=0, quiet=True).from_cache is False
+        assert ensure_fitted(cls(components=5), images[:20], labels[:20], cache, seed=0, quiet=True).key == done.key
+        with pytest.raises(Timeout):
+            cache.lock("pca", busy).acquire(timeout=0.2)  # the same fit would wait for it
+
 def test_pca_modes(pm, tmp_path):
     cls = registry("generators", pm).get("pca")
     images, labels = images_of(16)

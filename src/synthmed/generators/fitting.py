@@ -12,7 +12,8 @@ else. Its fitted state is cached under the generation cache root::
 so the policies and models of one simulation share one fit, a rerun fits nothing, and the order
 of the images does not matter. ``Generator.cache_params()`` adds the fit key to every generation
 cache key, so images made by different fits never mix. Writes are atomic (temp file, then
-``os.replace``) under a per-generator file lock.
+``os.replace``) under a per-fit file lock: fits of other samples run side by side, and a finished
+fit is read without waiting for any lock.
 """
 
 from __future__ import annotations
@@ -96,13 +97,14 @@ class FitCache:
             raise
         return path
 
-    def lock(self, generator: str) -> Any:
-        """One inter-process lock per generator: two runs never fit the same thing twice at once."""
+    def lock(self, generator: str, key: str) -> Any:
+        """One inter-process lock per fit: two runs never fit the same thing twice at once, while fits
+        of other samples (other simulations) and loads of finished fits never wait on it."""
         from filelock import FileLock
 
         folder = self.root / _FITS / generator
         folder.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(folder / ".lock"))
+        return FileLock(str(folder / f".{key}.lock"))
 
 
 @dataclass
@@ -164,8 +166,10 @@ def ensure_fitted(
     check_open_set(generator, images)
     fingerprint = fit_fingerprint(images, labels)
     key = fit_key(generator, fingerprint)
-    with cache.lock(generator.name):
-        if cache.has(generator.name, key):
+    with contextlib.ExitStack() as held:
+        if not cache.has(generator.name, key):  # a finished fit is read without waiting (written atomically)
+            held.enter_context(cache.lock(generator.name, key))
+        if cache.has(generator.name, key):  # also when another process finished it while this one waited
             stored = cache.load(generator.name, key)
             generator.load_state_dict(stored["state"])
             meta = stored["meta"]
