@@ -33,7 +33,7 @@ def distribution_figure(results: pd.DataFrame, model: str, policies: list[str], 
     import numpy as np
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(fracs), figsize=(1.2 + 0.9 * len(policies) * len(fracs), 4.2),
+    fig, axes = plt.subplots(1, len(fracs), figsize=(max(4.8, 1.2 + 0.9 * len(policies) * len(fracs)), 4.2),  # wide enough for the title
                              sharey=True, squeeze=False)
     rng = np.random.default_rng(0)
     colors = plt.get_cmap("tab10")
@@ -65,9 +65,16 @@ def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Fig
         rows = summary[(summary.model == model) & (summary.policy == policy)].sort_values("real_frac")
         if rows.empty:
             continue
-        x = rows.real_frac.to_numpy()
-        ax.plot(x, rows[f"{HEADLINE}.median"], marker="o", color=colors(j % 10), label=policy)
-        ax.fill_between(x, rows[f"{HEADLINE}.ci_low"], rows[f"{HEADLINE}.ci_high"], color=colors(j % 10), alpha=0.18)
+        x = rows.real_frac.to_numpy() + (j - (len(policies) - 1) / 2) * 0.006  # dodged, so the bars stay apart
+        median, low, high = (rows[f"{HEADLINE}.{k}"].to_numpy() for k in ("median", "ci_low", "ci_high"))
+        ax.errorbar(x, median, yerr=[median - low, high - median], marker="o", capsize=3, color=colors(j % 10),
+                    label=policy)
+        if len(x) > 1:
+            ax.fill_between(x, low, high, color=colors(j % 10), alpha=0.12)
+    fracs = sorted(summary[summary.model == model].real_frac.unique())
+    if fracs:
+        ax.set_xticks(fracs, [f"{f:g}" for f in fracs])
+        ax.set_xlim(min(fracs) - 0.08, max(fracs) + 0.08)
     ax.set_xlabel("real fraction of the training images")
     ax.set_ylabel("median test cross-entropy (95% CI)")
     ax.set_title(f"{model}: median test cross-entropy")
