@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from synthmed.config import Config
 from synthmed.data.loading import load_splits, present, sample_real  # the run's data (re-exported here)
 from synthmed.evaluation import evaluate, predict_logits, to_input
-from synthmed.runtime import autocast_dtype, resolve_device  # where and how it computes (re-exported here)
+from synthmed.runtime import autocast_dtype, precision_name, resolve_device  # where and how it computes (re-exported here)
 
 if TYPE_CHECKING:
     import pluggy
@@ -289,10 +289,8 @@ def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> T
     from synthmed.gradcam.panel import log_run_gradcam
 
     config, splits, device, model = job.config, job.splits, job.device, prepared.model
-    amp = autocast_dtype(config, device)
     logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
-                       "optimizer_steps": info["optimizer_steps"],
-                       "precision_used": "bf16" if amp is not None else "fp32",
+                       "optimizer_steps": info["optimizer_steps"], "precision_used": precision_name(config, device),
                        "torch_threads": torch.get_num_threads()})
     result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}

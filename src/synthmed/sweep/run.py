@@ -179,6 +179,7 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
                                order_by=["attributes.start_time ASC"], max_results=1)
     if not found:
         _refuse_other_runtime(client, experiment_id, spec)
+    identity = {**owner_tags(), TAG_SWEEP: "1", TAG_ID: spec.sweep_id}  # who runs it, and which sweep it is
     if found:
         parent_id = found[0].info.run_id
         client.update_run(parent_id, status="RUNNING")
@@ -186,12 +187,11 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
             client.set_tag(launcher, names.TAG_RESUMED_SWEEP, parent_id)
     elif launcher:
         parent_id = launcher
-    else:  # owner and identity at creation: killed before the tags below, it is still found and reaped
-        parent_id = client.create_run(experiment_id, run_name=f"sweep-{spec.sweep_id[:8]}",
-                                      tags={**owner_tags(), TAG_SWEEP: "1", TAG_ID: spec.sweep_id}).info.run_id
+    else:  # identity at creation: killed before the tags below, it is still found and reaped
+        parent_id = client.create_run(experiment_id, run_name=f"sweep-{spec.sweep_id[:8]}", tags=identity).info.run_id
     given = client.get_run(parent_id).data.params  # `mlflow run` logged its -P values as spelled
 
-    tags = {**owner_tags(), TAG_SWEEP: "1", TAG_ID: spec.sweep_id, TAG_SIMULATIONS: str(spec.simulations),
+    tags = {**identity, TAG_SIMULATIONS: str(spec.simulations),
             names.TAG_SPEC_ID: spec.spec_id, names.TAG_DEVICE: spec.device_kind, names.TAG_PRECISION: spec.precision,
             names.TAG_SWEEP_GRADCAM: str(spec.gradcam), names.TAG_SWEEP_LOG_MODEL: str(spec.log_model)}
     shared = spec.shared_cells()
