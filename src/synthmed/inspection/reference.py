@@ -12,10 +12,9 @@ to published FID/KID numbers — only to each other, for the same reference clas
 
 from __future__ import annotations
 
-import sys
-
 import hashlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
