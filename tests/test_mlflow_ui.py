@@ -160,6 +160,35 @@ def _wait(driver, xpath: str, timeout: float = 45):
     return WebDriverWait(driver, timeout).until(ec.presence_of_element_located((By.XPATH, xpath)))
 
 
+def _click(driver, xpath: str, timeout: float = 45) -> None:
+    """Click the element once it can take a click.
+
+    The UI renders tree nodes and menu items before it lays them out (a freshly expanded
+    artifact folder is in the DOM while its children still animate in), so a click on a merely
+    present element can fail with "element not interactable". Wait for it to be clickable and
+    retry while it is replaced or covered.
+    """
+    from selenium.common.exceptions import (ElementClickInterceptedException,
+                                            ElementNotInteractableException,
+                                            StaleElementReferenceException)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clicked(d):
+        try:
+            element = ec.element_to_be_clickable((By.XPATH, xpath))(d)
+            if not element:
+                return False
+            element.click()
+            return True
+        except (ElementClickInterceptedException, ElementNotInteractableException,
+                StaleElementReferenceException):
+            return False
+
+    WebDriverWait(driver, timeout, poll_frequency=0.25).until(clicked, f"never clickable: {xpath}")
+
+
 def _text(value: str) -> str:
     return f"//*[normalize-space(text())='{value}']"
 
@@ -229,12 +258,12 @@ def test_children_group_by_cell_with_cross_entropy_compared(store, server, brows
     from selenium.webdriver.common.keys import Keys
 
     _runs_page(browser, server, store)
-    browser.find_element(By.XPATH, "//button[normalize-space(.)='Group by']").click()
-    _wait(browser, "//*[@role='menuitemcheckbox' and normalize-space(.)='synthmed.cell']").click()
+    _click(browser, "//button[normalize-space(.)='Group by']")
+    _click(browser, "//*[@role='menuitemcheckbox' and normalize-space(.)='synthmed.cell']")
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     for cell in CELLS:
         _wait(browser, f"//*[normalize-space(.)='Group: {cell}']", timeout=15)
-    browser.find_element(By.XPATH, "//button[normalize-space(.)='Columns']").click()
+    _click(browser, "//button[normalize-space(.)='Columns']")
     column = _wait(browser, "//span[@title='test_cross_entropy']")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", column)
     column.click()
@@ -263,8 +292,8 @@ def test_report_artifact_renders_with_its_figures(store, server, browser):
 
     browser.get(f"{server}/#/experiments/{store['experiment'].experiment_id}/runs/{store['parent']}"
                 "/artifacts?workflowType=machine_learning")
-    _wait(browser, "//*[@data-testid='artifact-tree-node' and @artifact-name='report']").click()
-    _wait(browser, "//*[@data-testid='artifact-tree-node' and @artifact-name='report.html']").click()
+    _click(browser, "//*[@data-testid='artifact-tree-node' and @artifact-name='report']")
+    _click(browser, "//*[@data-testid='artifact-tree-node' and @artifact-name='report.html']")
     _close_assistant(browser)
     frame = _wait(browser, "//iframe")
     _wait(browser, "//iframe")  # the preview is an iframe over the fetched HTML
