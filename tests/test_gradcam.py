@@ -217,6 +217,33 @@ def test_faithfulness_is_bounded_seeded_and_leaves_the_global_rng_alone(pm):
     assert np.array_equal(a, faithfulness(model, x, cams, [0, 1, 2], seed=1))
 
 
+@pytest.mark.parametrize("size,channels", [(32, 1), (24, 3)])
+def test_faithfulness_gives_pytorch_grad_cams_road_numbers(size, channels):
+    """The fast ROAD is pytorch-grad-cam's: same thresholds, linear system and noise draws."""
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from synthmed.gradcam.metrics import ROAD_PERCENTILE
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(channels, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * size * size, 3)).eval()
+    x = torch.rand(4, channels, size, size)
+    yy, xx = np.mgrid[0:size, 0:size]  # smooth blobs (one connected removed region) and noise
+    cams = np.stack([np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (size * 2.0)) for cy, cx in
+                     ((5, 7), (size // 2, size // 2), (size - 3, 2))] + [np.random.default_rng(1).random((size, size))])
+    cams = cams.astype(np.float32)
+    targets = [0, 1, 2, 1]
+    scorers = [ClassifierOutputSoftmaxTarget(t) for t in targets]
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        kept = ROADLeastRelevantFirst(ROAD_PERCENTILE)(x, cams, scorers, model, return_diff=False)
+        lost = ROADMostRelevantFirst(ROAD_PERCENTILE)(x, cams, scorers, model, return_diff=False)
+    reference = (kept - lost) / 2
+    assert np.abs(reference).max() > 1e-4  # the removal changes the model's output at all
+    np.testing.assert_allclose(faithfulness(model, x, cams, targets, seed=7), reference, atol=1e-5)
+
+
 # --- overlay and figure ---------------------------------------------------------------------------
 def test_overlay_is_rgb_uint8_gray_where_the_cam_is_zero():
     gray = np.linspace(0, 1, 16 * 16).reshape(16, 16)
