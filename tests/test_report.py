@@ -92,9 +92,16 @@ def test_sweep_command_rejects_swept_fields(mlflow_uri):
     assert result.exit_code == 1 and "unknown config key 'nope'" in result.output
 
 
-@pytest.mark.parametrize("flags, on", [([], False), (["--gradcam", "--log-model", "true"], True),
-                                       (["--set", "gradcam=true", "--set", "log_model=1"], True)])
-def test_sweep_command_keeps_costly_logging_off_unless_asked(mlflow_uri, monkeypatch, tiny_splits, flags, on):
+@pytest.mark.parametrize("flags, gradcam, log_model", [
+    ([], True, False),  # the panel is on (elastic is local), the model off: costly and not summarised
+    (["--gradcam", "--log-model", "true"], True, True),
+    (["--set", "gradcam=true", "--set", "log_model=1"], True, True),
+    (["--gradcam", "auto"], True, False),
+    (["--no-gradcam"], False, False),
+    (["--gradcam", "false"], False, False),
+    (["--set", "gradcam=no"], False, False),
+])
+def test_sweep_command_logging_defaults_and_flags(mlflow_uri, monkeypatch, tiny_splits, flags, gradcam, log_model):
     fake = FakeTrain()
     monkeypatch.setattr("synthmed.training.train", fake)
     monkeypatch.setattr("synthmed.data.loading.load_splits", lambda config, pm=None: tiny_splits)
@@ -102,7 +109,7 @@ def test_sweep_command_keeps_costly_logging_off_unless_asked(mlflow_uri, monkeyp
                                                 "--quiet", *flags])
     assert result.exit_code == 0, result.output
     assert "ran 1, found 0 finished, 0 failed" in result.output and "cnn        none" in result.output
-    assert (fake.configs[0].gradcam, fake.configs[0].log_model) == (on, on)
+    assert (fake.configs[0].gradcam, fake.configs[0].log_model) == (gradcam, log_model)
 
 
 # --- the real data, end to end -------------------------------------------------------------------------

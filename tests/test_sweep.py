@@ -156,8 +156,50 @@ def test_run_tree_and_summary(mlflow_uri, fake_train, tiny_splits):
         assert key in metrics
     assert set(result.summary["n"]) == {3}
     for config in fake_train.configs:
-        assert config.registered_model_name is None and config.gradcam is False and config.log_model is False
+        assert config.registered_model_name is None and config.log_model is False
+        assert config.gradcam is True  # every run keeps its Grad-CAM panel (the generator, elastic, is local)
     assert len({(c.seed, c.real_frac) for c in fake_train.configs}) == 6  # 3 simulations x 2 fractions
+
+
+def test_a_learning_generator_s_panel_goes_only_where_a_synthetic_run_fits_it_anyway():
+    tasks = _spec(policies=("none", "oversample", "synthetic"), real_fracs=(0.3, 0.6, 1.0), simulations=1,
+                  gradcam=True, generator_learns=True).tasks()
+    panels = {t.cell.label: t.config.gradcam for t in tasks}
+    assert panels == {"cnn|none|0.3": True, "cnn|none|0.6": True, "cnn|none|1": False,
+                      "cnn|oversample|0.3": True, "cnn|oversample|0.6": True,
+                      "cnn|synthetic|0.3": True, "cnn|synthetic|0.6": True}  # x|1 share none|1's runs
+    skipped = [t for t in tasks if "synthmed.gradcam_skipped" in t.tags]
+    assert [t.cell.label for t in skipped] == ["cnn|none|1"] and "fit" in skipped[0].tags["synthmed.gradcam_skipped"]
+    same = _spec(policies=("none", "synthetic"), real_fracs=(0.3, 1.0), simulations=1, gradcam=True).tasks()
+    assert all(t.config.gradcam and "synthmed.gradcam_skipped" not in t.tags for t in same)  # elastic: no fit
+    assert not any(t.config.gradcam for t in _spec(gradcam=False, generator_learns=True).tasks())
+
+
+@pytest.mark.parametrize("external,asked,logged", [(False, None, True), (True, None, False), (True, True, True),
+                                                   (False, False, False)])
+def test_sweep_grad_cam_is_on_unless_the_generator_would_pay_in_every_run(mlflow_uri, fake_train, tiny_splits,
+                                                                          external, asked, logged):
+    from synthmed.generators.base import Generator
+    from synthmed import hookimpl
+    from synthmed.plugins import get_plugin_manager
+
+    class Away(Generator):
+        name = "away-test"
+        sends_data_off_machine = external
+
+        def generate(self, images, labels, *, variation, seed):
+            return images
+
+    class Plugin:
+        @hookimpl
+        def register_generators(self):
+            return [Away]
+
+    pm = get_plugin_manager()
+    pm.register(Plugin())
+    sweep(BASE.replace(generator="away-test", allow_external=True), policies="none", real_fracs="1",
+          simulations=1, gradcam=asked, splits=tiny_splits, pm=pm)
+    assert [c.gradcam for c in fake_train.configs] == [logged]
 
 
 def test_interrupted_sweep_resumes_without_duplicates(mlflow_uri, monkeypatch, tiny_splits):

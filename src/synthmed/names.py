@@ -26,6 +26,7 @@ TAG_CELL = "synthmed.cell"  # model|policy|real_frac of a child run
 TAG_SIMULATION = "synthmed.simulation"
 TAG_RESUMED_SWEEP = "synthmed.resumed_sweep"
 TAG_SWEEP_GRADCAM = "synthmed.gradcam"
+TAG_GRADCAM_SKIPPED = "synthmed.gradcam_skipped"  # on a child run: why it logs no Grad-CAM panel
 TAG_SWEEP_LOG_MODEL = "synthmed.log_model"
 TAG_SPEC_ID = "synthmed.spec_id"  # the sweep's identity without device and precision
 TAG_DEVICE = "synthmed.device"  # device kind a sweep's runs compute on (cpu, cuda)

@@ -13,7 +13,11 @@ from synthmed.config import parse_bool
 _SWEPT = {"model": "--models", "policy": "--policies", "real_frac": "--real-fracs", "seed": "--seed",
           "register": None}
 # Config fields that default to on for one run but off in a sweep (costly, not summarised).
-_OFF_IN_SWEEPS = {"gradcam": "log a Grad-CAM panel", "log_model": "log the trained model"}
+_OFF_IN_SWEEPS = {"log_model": "log the trained model"}
+# ...and those whose sweep default is "auto" (the library decides: see synthmed.sweep).
+_AUTO_IN_SWEEPS = {"gradcam": "log a Grad-CAM panel in every simulation [default: auto = true, unless the "
+                              "generator sends images off this machine (its panel would pay in every run)]"}
+AUTO_BOOL = click.Choice(["auto", "true", "false", "1", "0", "yes", "no"], case_sensitive=False)
 
 
 def _sweep_config_options(func: Any) -> Any:
@@ -23,6 +27,8 @@ def _sweep_config_options(func: Any) -> Any:
     for param in func.__click_params__:
         if param.name in _OFF_IN_SWEEPS:
             param.help = f"{_OFF_IN_SWEEPS[param.name]} in every simulation [default: false in sweeps]"
+        if param.name in _AUTO_IN_SWEEPS:
+            param.help, param.type = _AUTO_IN_SWEEPS[param.name], AUTO_BOOL
     return func
 
 
@@ -77,7 +83,10 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
             raise click.BadParameter(f"{key} is set per simulation by the sweep — {hint}", param_hint="--set")
         given[key] = value.strip()
     flags = {name: (given.pop(name, None), given.pop(f"no_{name}", False)) for name in _OFF_IN_SWEEPS}
-    on = {name: _is_true(value) and not off for name, (value, off) in flags.items()}  # default off here
+    on: dict[str, bool | None] = {name: _is_true(value) and not off for name, (value, off) in flags.items()}
+    for name in _AUTO_IN_SWEEPS:  # not given or "auto": None, the library's default
+        value, off = given.pop(name, None), given.pop(f"no_{name}", False)
+        on[name] = False if off else None if value in (None, "auto") else _is_true(value)
     config = build_config(config_file, given)
     result = sweep(config, models=models, policies=policies, real_fracs=real_fracs, simulations=simulations,
                    seed=seed, **on, workers=workers, executor=executor, address=address or None,

@@ -60,7 +60,7 @@ def sweep(
     real_fracs: str | Sequence[float] | None = None,
     simulations: int = 100,
     seed: int | None = None,
-    gradcam: bool = False,
+    gradcam: bool | None = None,
     log_model: bool = False,
     workers: int = 1,
     executor: str = "local",
@@ -80,7 +80,10 @@ def sweep(
         models, policies, real_fracs: the grid (lists or comma-separated strings).
         simulations: N per cell; raising it later extends the same sweep.
         seed: sweep seed (default ``config.seed``); simulation seeds derive from it.
-        gradcam, log_model: log Grad-CAM / the model in every child (off: costly, not summarised).
+        gradcam: log the Grad-CAM panel in every child (about a second or three per run, see
+            ``benchmarks/``). ``None`` (default): on, unless the generator sends images off this
+            machine, where every run's panel would pay for its variations.
+        log_model: log the model in every child (off by default: costly, not summarised).
         workers: local processes (``executor='local'``); 1 runs in this process.
         executor: ``'local'`` or ``'ray'`` (one Ray task per simulation).
         address: Ray cluster address (``None`` starts a local Ray; ``'auto'`` joins one).
@@ -103,10 +106,16 @@ def sweep(
 
     base = (config or Config()).replace(**overrides)
     device = resolve_device(base)
+    from synthmed.generators.build import generator_class
+
+    generator = generator_class(base, pm, external_ok=True)
+    if gradcam is None:
+        gradcam = not generator.sends_data_off_machine
     spec = SweepSpec(base, _as_list(models, base.model, str), _as_list(policies, base.policy, str),
                      tuple(sorted(_as_list(real_fracs, base.real_frac, float))), int(simulations),
                      base.seed if seed is None else int(seed), gradcam, log_model,
-                     device_kind=device.split(":")[0], precision=precision_name(base, device))
+                     device_kind=device.split(":")[0], precision=precision_name(base, device),
+                     generator_learns=generator.learns)
     _check_run_options(spec, workers, executor, pm)
     from synthmed.tracking import prepare_store
 

@@ -20,6 +20,7 @@ __all__ = ["Cell", "SweepSpec", "Task", "frac_label", "simulation_seed"]
 
 TAG_SWEEP, TAG_ID, TAG_SIMULATIONS = names.TAG_SWEEP, names.TAG_SWEEP_ID, names.TAG_SIMULATIONS
 TAG_CELL, TAG_SIMULATION = names.TAG_CELL, names.TAG_SIMULATION
+TAG_GRADCAM_SKIPPED = names.TAG_GRADCAM_SKIPPED
 # Fields a sweep sets per child, or that do not change results (where data live, display), or that
 # enter the identity resolved (device and precision: `device_kind`, `precision` below).
 _NOT_IN_SPEC = ("model", "policy", "real_frac", "seed", "register", "gradcam", "log_model", "quiet",
@@ -83,6 +84,9 @@ class SweepSpec:
     #: numbers in bf16 than in fp32
     device_kind: str = ""
     precision: str = ""
+    #: the generator fits on each run's sample (``ddpm``): a run's Grad-CAM panel would need that
+    #: fit, which only the synthetic policy's runs at the same real fraction make anyway
+    generator_learns: bool = False
 
     def __post_init__(self) -> None:
         for name in ("models", "policies", "real_fracs"):
@@ -139,15 +143,24 @@ class SweepSpec:
     def tasks(self) -> list[Task]:
         """Every (cell, simulation), simulation-major, so an interrupted sweep stays balanced."""
         sweep_id = self.sweep_id
+        fitted = {c.real_frac for c in self.trained_cells() if c.policy == "synthetic"}
         out = []
         for i in range(self.simulations):
             for cell in self.trained_cells():
+                # a learning generator's fit is the run's sample's: the synthetic runs at this fraction
+                # make it (the sample is the same in every cell of a simulation); elsewhere the
+                # panel alone would pay for a fit, minutes on a CPU
+                panel = self.gradcam and (not self.generator_learns or cell.real_frac in fitted)
                 config = self.base.replace(model=cell.model, policy=cell.policy, real_frac=cell.real_frac,
                                            seed=simulation_seed(self.seed, i), register="none",
-                                           gradcam=self.gradcam, log_model=self.log_model, quiet=True)
+                                           gradcam=panel, log_model=self.log_model, quiet=True)
                 tags = {TAG_ID: sweep_id, TAG_CELL: cell.label, names.TAG_MODEL: cell.model,
                         names.TAG_POLICY: cell.policy, names.TAG_REAL_FRAC: frac_label(cell.real_frac),
                         TAG_SIMULATION: str(i)}
+                if self.gradcam and not panel:
+                    tags[TAG_GRADCAM_SKIPPED] = (
+                        f"generator {self.base.generator!r} learns and no synthetic run of this sweep fits it at "
+                        f"real fraction {frac_label(cell.real_frac)}: the panel alone would cost a fit of its own")
                 name = f"{cell.model}-{cell.policy}-{frac_label(cell.real_frac)}-s{i:03d}"
                 out.append(Task(cell, i, config, tags, name))
         return out
