@@ -7,7 +7,9 @@ Measures, both sides in the same run (so the ratios compare like with like on a 
 1. training images/s with policies ``none`` and ``autoaugment`` (the plain pipeline of
    ``benchmarks/plain_pipeline.py`` as a subprocess; synthmed's ``training.fit`` in this process);
 2. wall time of S simulations (cnn, real fraction 0.3, ``none``) as one ``synthmed sweep``
-   subprocess against S plain runs one after another (subprocesses);
+   subprocess against S plain runs one after another (subprocesses); the sweep runs as users run
+   it, every child logging its Grad-CAM panel, and once more with ``--gradcam false``: the
+   difference over S is what the panel adds per run;
 3. ``synthmed --help`` start-up time (median of 5 subprocesses);
 4. peak RSS of both (``/usr/bin/time -f %M`` around each child, else ``RUSAGE_CHILDREN``);
 5. the fraction of this machine's measured matmul rate (fp32 and bf16, a large matmul timed here)
@@ -208,18 +210,24 @@ def main() -> None:
                          "--real-fracs", str(args.real_frac), "--simulations", str(S), "--epochs", str(args.epochs),
                          "--data-dir", args.data_dir, "--image-size", str(args.image_size), "--device", device,
                          "--experiment", "bench", "--quiet"]
-            sweep_wall, sweep_rss, _ = run_child(sweep_cmd, sweep_env)
+            sweep_wall, sweep_rss, _ = run_child(sweep_cmd, sweep_env)  # as users run it: every panel on
+            # the same sweep without the per-run Grad-CAM panel, in a fresh store: what the panel adds
+            bare_env = child_env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/bare.db"})
+            bare_wall, _, _ = run_child(sweep_cmd + ["--gradcam", "false"], bare_env)
         plain_walls, plain_rss = [], []
         for i in range(S):
             w, r, _ = run_child(plain + ["--epochs", str(args.epochs), "--seed", str(i)], env)
             plain_walls.append(w)
             plain_rss.append(r)
         m["simulations"] = {"S": S, "epochs": args.epochs, "synthmed_sweep_s": sweep_wall,
+                            "synthmed_sweep_without_gradcam_s": bare_wall,
                             "plain_sequential_s": sum(plain_walls), "plain_each_s": plain_walls}
+        m["gradcam_panel_per_run_s"] = (sweep_wall - bare_wall) / S
         m["peak_rss_mb"] = {"synthmed_sweep": sweep_rss, "plain": max(plain_rss)}
         ratios[f"{S} simulations wall time (plain / synthmed)"] = sum(plain_walls) / sweep_wall
         ratios["peak RSS (synthmed / plain)"] = sweep_rss / max(plain_rss)
-        print(f"{S} simulations: sweep {sweep_wall:.1f} s, plain {sum(plain_walls):.1f} s", flush=True)
+        print(f"{S} simulations: sweep {sweep_wall:.1f} s ({bare_wall:.1f} s without the Grad-CAM panels), "
+              f"plain {sum(plain_walls):.1f} s", flush=True)
 
     # 3. start-up
     if "startup" not in skip:
@@ -234,6 +242,8 @@ def main() -> None:
     for name, value in ratios.items():
         target = targets.get(name, ">= 3" if "simulations" in name else "")
         print(f"{name:48s} {value:8.2f}  {target}")
+    if "gradcam_panel_per_run_s" in m:
+        print(f"{'Grad-CAM panel per sweep run (with - without) / S, s':48s} {m['gradcam_panel_per_run_s']:8.2f}")
     if "cli_help_s" in m:
         print(f"{'synthmed --help start-up (median of 5), s':48s} {m['cli_help_s']['median']:8.2f}  <= 0.5")
     out = Path(args.output) if args.output else HERE / "results" / f"bench-{device.split(':')[0]}.json"
