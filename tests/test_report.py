@@ -155,8 +155,9 @@ def test_real_sweep_interrupted_resumed_and_reported(mlflow_uri, real_data_dir, 
     seeds = {}
     for r in children:  # paired design: one seed per simulation index across all cells
         seeds.setdefault(r.data.tags["synthmed.simulation"], set()).add(r.data.params["seed"])
-        assert r.data.params["gradcam"] == "False" and r.data.params["register"] == "None"
+        assert r.data.params["gradcam"] == "True" and r.data.params["register"] == "None"
         assert r.data.params["log_model"] == "False"
+        assert "gradcam_p_true_synthetic" in r.data.metrics  # every simulation keeps its Grad-CAM panel
     assert all(len(s) == 1 for s in seeds.values()) and len(seeds) == 3
     metrics = client.get_run(parent.info.run_id).data.metrics
     assert metrics["cnn.synthetic.0.3.n"] == 3 and metrics["simulations_missing"] == 0
