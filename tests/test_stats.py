@@ -126,6 +126,22 @@ def test_pairs_table_pairs_by_simulation():
     assert row["test_accuracy.p_value"] == 1.0  # identical accuracies
 
 
+def test_a_cell_that_shares_another_cells_runs_is_not_compared_with_it():
+    results = _results()
+    results["run_id"] = [f"{r.policy}-{r.real_frac}-{r.simulation}" for r in results.itertuples()]
+    shared = results[results.real_frac == 1.0].policy == "synthetic"
+    shared_rows = results[results.real_frac == 1.0][shared]
+    none_at_1 = results[(results.real_frac == 1.0) & (results.policy == "none")]
+    results.loc[shared_rows.index, [c for c in results if c not in ("policy",)]] = none_at_1[
+        [c for c in results if c not in ("policy",)]].to_numpy()  # synthetic@1 = none@1's runs
+    names = set(pairs_table(results)["name"])
+    assert "cnn.synthetic_vs_none.1" not in names  # would be all-zero differences, p = 1
+    assert {"cnn.synthetic_vs_none.0.3", "cnn.none.0.3_vs_1", "cnn.synthetic.0.3_vs_1"} <= names
+    pairs = pairs_table(results).set_index("name")
+    holm_alone = pairs_table(results.drop(columns="run_id")).set_index("name")  # unknown runs: compared
+    assert len(holm_alone) == len(pairs) + 1
+
+
 def test_pair_names():
     assert pair_name("cnn", "basic", 0.3, "none", 0.3) == "cnn.basic_vs_none.0.3"
     assert pair_name("cnn", "none", 0.5, "none", 1.0) == "cnn.none.0.5_vs_1"

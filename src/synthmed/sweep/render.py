@@ -21,10 +21,14 @@ DEFINITIONS = (
     "Each cell is one (model, policy, real fraction); each simulation *i* uses the same seed in every "
     "cell, so every policy at a real fraction trains on the same stratified real sample (paired design). "
     "*median [95% CI]*: median over simulations with a percentile bootstrap interval (2000 resamples). "
-    "*IQR*: interquartile range. *mean ± std*: std with ddof=1. *Paired difference*: median of "
-    "(configuration − baseline) over the simulations both finished, with a bootstrap CI; *p*: two-sided "
-    "Wilcoxon signed-rank test (1 when all differences are zero, empty with fewer than two pairs). "
-    "Lower cross-entropy is better."
+    "*IQR*: interquartile range. *mean ± std*: std with ddof=1. *Δ ... HL*: Hodges–Lehmann estimate of "
+    "(configuration − baseline) over the simulations both finished (the median of the Walsh averages: "
+    "what the Wilcoxon test is about), with its distribution-free 95% interval (– with fewer than 6 "
+    "pairs, where no such interval exists); *p*: two-sided Wilcoxon signed-rank test (1 when all "
+    "differences are zero, empty with fewer than two pairs); *p (Holm)*: adjusted across every "
+    "comparison of this report; *rank-biserial r*: the matched-pairs effect size. Cells that share "
+    "another cell's runs (identical by construction, e.g. synthetic at real fraction 1.0) are not "
+    "compared with it. Lower cross-entropy is better."
 )
 
 

@@ -182,6 +182,8 @@ def pairs_table(
         for kind, base in against:
             if base == (model, policy, frac) or base not in by_cell:
                 continue
+            if _same_runs(g, by_cell[base]):  # a shared cell (synthetic at 1.0 is none at 1.0): no comparison,
+                continue  # and no place in the Holm family, where its p of 1 would only dilute the others
             row: dict[str, Any] = {
                 "model": model, "kind": kind, "policy": policy, "baseline_policy": base[1],
                 "real_frac": frac, "baseline_frac": base[2], "name": pair_name(model, policy, frac, *base[1:]),
@@ -200,6 +202,11 @@ def pairs_table(
         if f"{metric}.p_value" in table:
             table[f"{metric}.p_holm"] = holm(table[f"{metric}.p_value"].to_numpy(dtype=float))
     return table
+
+
+def _same_runs(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Two cells made of the very same runs (a cell the sweep shares with another: identical by construction)."""
+    return "run_id" in a and "run_id" in b and set(a["run_id"]) == set(b["run_id"])
 
 
 def cell_prefix(model: str, policy: str, frac: float) -> str:
