@@ -138,8 +138,8 @@ def test_a_cell_that_shares_another_cells_runs_is_not_compared_with_it():
     assert "cnn.synthetic_vs_none.1" not in names  # would be all-zero differences, p = 1
     assert {"cnn.synthetic_vs_none.0.3", "cnn.none.0.3_vs_1", "cnn.synthetic.0.3_vs_1"} <= names
     pairs = pairs_table(results).set_index("name")
-    holm_alone = pairs_table(results.drop(columns="run_id")).set_index("name")  # unknown runs: compared
-    assert len(holm_alone) == len(pairs) + 1
+    without_run_ids = pairs_table(results.drop(columns="run_id")).set_index("name")  # runs unknown: compared
+    assert len(without_run_ids) == len(pairs) + 1
 
 
 def test_pair_names():

@@ -17,7 +17,7 @@ _OFF_IN_SWEEPS = {"log_model": "log the trained model"}
 # ...and those whose sweep default is "auto" (the library decides: see synthmed.sweep).
 _AUTO_IN_SWEEPS = {"gradcam": "log a Grad-CAM panel in every simulation [default: auto = true, unless the "
                               "generator sends images off this machine (its panel would pay in every run)]"}
-AUTO_BOOL = click.Choice(["auto", "true", "false", "1", "0", "yes", "no"], case_sensitive=False)
+AUTO_BOOL = click.Choice(["auto", *BOOL.choices], case_sensitive=False)
 
 
 def _sweep_config_options(func: Any) -> Any:
@@ -82,11 +82,11 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
             hint = f"use {_SWEPT[key]}" if _SWEPT[key] else "sweeps never register models"
             raise click.BadParameter(f"{key} is set per simulation by the sweep — {hint}", param_hint="--set")
         given[key] = value.strip()
-    flags = {name: (given.pop(name, None), given.pop(f"no_{name}", False)) for name in _OFF_IN_SWEEPS}
-    on: dict[str, bool | None] = {name: _is_true(value) and not off for name, (value, off) in flags.items()}
-    for name in _AUTO_IN_SWEEPS:  # not given or "auto": None, the library's default
+    on: dict[str, bool | None] = {}
+    for name in (*_OFF_IN_SWEEPS, *_AUTO_IN_SWEEPS):  # not given: off, or None (the library's "auto")
         value, off = given.pop(name, None), given.pop(f"no_{name}", False)
-        on[name] = False if off else None if value in (None, "auto") else _is_true(value)
+        unset = None if name in _AUTO_IN_SWEEPS else False
+        on[name] = False if off else unset if value in (None, "auto") else _is_true(value)
     config = build_config(config_file, given)
     result = sweep(config, models=models, policies=policies, real_fracs=real_fracs, simulations=simulations,
                    seed=seed, **on, workers=workers, executor=executor, address=address or None,

@@ -166,7 +166,7 @@ def _road_impute(image: torch.Tensor, relevance: np.ndarray) -> torch.Tensor:
     row0, col0 = missing // width, missing % width
     rhs = np.zeros((n, image.shape[0]))
     weight_sum = np.ones(n)
-    rows, cols, data = [np.arange(n)], [], []
+    rows, cols, data = [], [], []
     for (dr, dc), weight in _ROAD_NEIGHBOURS:
         r, c = row0 + dr, col0 + dc
         inside = (r >= 0) & (c >= 0) & (r < height) & (c < width)
@@ -177,8 +177,9 @@ def _road_impute(image: torch.Tensor, relevance: np.ndarray) -> torch.Tensor:
         cols.append(column[neighbour[~has_value]])
         data.append(np.full(int((~has_value).sum()), weight))
         weight_sum[~inside] -= weight
-    cols.insert(0, np.arange(n))
-    data.insert(0, -weight_sum)
+    rows.append(np.arange(n))  # the diagonal: minus the weights of the neighbours inside the image
+    cols.append(np.arange(n))
+    data.append(-weight_sum)
     system = coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsc()
     solved = torch.tensor(spsolve(system, rhs), dtype=torch.float)  # (n,) for one channel, else (n, C)
     filled = pixels.clone()

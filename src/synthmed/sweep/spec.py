@@ -20,7 +20,6 @@ __all__ = ["Cell", "SweepSpec", "Task", "frac_label", "simulation_seed"]
 
 TAG_SWEEP, TAG_ID, TAG_SIMULATIONS = names.TAG_SWEEP, names.TAG_SWEEP_ID, names.TAG_SIMULATIONS
 TAG_CELL, TAG_SIMULATION = names.TAG_CELL, names.TAG_SIMULATION
-TAG_GRADCAM_SKIPPED = names.TAG_GRADCAM_SKIPPED
 # Fields a sweep sets per child, or that do not change results (where data live, display), or that
 # enter the identity resolved (device and precision: `device_kind`, `precision` below).
 _NOT_IN_SPEC = ("model", "policy", "real_frac", "seed", "register", "gradcam", "log_model", "quiet",
@@ -158,7 +157,7 @@ class SweepSpec:
                         names.TAG_POLICY: cell.policy, names.TAG_REAL_FRAC: frac_label(cell.real_frac),
                         TAG_SIMULATION: str(i)}
                 if self.gradcam and not panel:
-                    tags[TAG_GRADCAM_SKIPPED] = (
+                    tags[names.TAG_GRADCAM_SKIPPED] = (
                         f"generator {self.base.generator!r} learns and no synthetic run of this sweep fits it at "
                         f"real fraction {frac_label(cell.real_frac)}: the panel alone would cost a fit of its own")
                 name = f"{cell.model}-{cell.policy}-{frac_label(cell.real_frac)}-s{i:03d}"
