@@ -247,7 +247,11 @@ def mark_experiment_kind(experiment_id: str) -> None:
 
     client = mlflow.MlflowClient()
     if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
-        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        try:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        except mlflow.exceptions.MlflowException:  # a sweep's worker processes race to insert it (SQLite
+            if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:  # UNIQUE): one wins
+                raise
 
 
 def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str, str] | None,
