@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import mlflow
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from synthmed.config import Config
 from synthmed.sweep import sweep
-from synthmed.sweep.batched import TAG_BATCHED, TAG_FALLBACK
+from synthmed.sweep.batched import TAG_BATCHED, TAG_FALLBACK, balanced_groups
 
 BASE = Config(image_size=32, epochs=2, batch_size=16, device="cpu", precision="fp32", experiment="batched",
               quiet=True, real_frac=0.5)
@@ -58,6 +60,7 @@ def test_k_together_equal_k_alone(mlflow_uri, tiny_splits, model, tmp_path):
     assert a.keys() == b.keys() and len(a) == 3
     for key in a:
         assert b[key].data.tags[TAG_BATCHED] == "3"
+        assert len({r.data.metrics["train_seconds"] for r in b.values()}) == 1  # the group's one shared time
         assert a[key].data.params["seed"] == b[key].data.params["seed"]
         assert a[key].data.params["optimizer_steps"] == b[key].data.params["optimizer_steps"]
         for name in ("test_cross_entropy", "test_accuracy", "train_loss"):
@@ -94,3 +97,16 @@ def test_a_killed_batched_sweep_resumes_without_repeating(mlflow_uri, tiny_split
     resumed = sweep(config, simulations=4, splits=tiny_splits, parallel_simulations=2)
     assert resumed.skipped == 2 and resumed.ran == 2 and resumed.failed == []
     assert len(_children(resumed.sweep_id, "batched")) == 4
+
+
+@given(n=st.integers(0, 300), parallel=st.integers(1, 64))
+def test_balanced_groups_keep_every_task_once_in_order_in_as_few_near_equal_groups_as_fit(n, parallel):
+    groups = balanced_groups(list(range(n)), parallel)
+    assert [t for g in groups for t in g] == list(range(n))
+    assert len(groups) == -(-n // parallel)
+    assert all(0 < len(g) <= parallel for g in groups)
+    assert max(map(len, groups), default=0) - min(map(len, groups), default=0) <= 1
+
+
+def test_a_cell_of_100_at_32_runs_as_four_groups_of_25():
+    assert [len(g) for g in balanced_groups(list(range(100)), 32)] == [25, 25, 25, 25]

@@ -86,6 +86,8 @@ def test_end_to_end_real_data_cnn(mlflow_uri, real_data_dir):
                 "test_recall_Moderate_Demented"):
         assert np.isfinite(metrics[key])
     assert metrics["test_cross_entropy"] == pytest.approx(res.metrics["test_cross_entropy"])
+    assert 0 < metrics["train_seconds"] < 600  # the training loop's wall time
+    assert "train_seconds" not in res.metrics  # a wall time is not a result: same seed, same metrics
     # artifacts
     names = {a.path for a in client.list_artifacts(res.run_id)}
     assert {"config.yaml", "confusion_matrix.png", "augmented_training_images.png",

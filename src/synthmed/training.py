@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,7 @@ def fit(
     bar = tqdm(passes, desc="epochs", unit="epoch", disable=config.quiet, leave=False,
                total=None if max_steps is not None else config.epochs)
     resident = _Resident(device)
+    started = time.perf_counter()
     for epoch in bar:
         if max_steps is not None and steps >= max_steps:
             break
@@ -154,10 +156,11 @@ def fit(
                 bad_epochs += 1
                 if config.patience and bad_epochs >= config.patience:
                     break
+    train_seconds = time.perf_counter() - started  # each epoch ended in a sync (its train loss), so this is real
     if best["state"] is not None:  # restore the best epoch by validation loss (never by test loss)
         model.load_state_dict(best["state"])
     return {"epochs_run": passes_run, "best_epoch": best["epoch"] + 1 if best["epoch"] >= 0 else passes_run,
-            "optimizer_steps": steps}
+            "optimizer_steps": steps, "train_seconds": train_seconds}
 
 
 def step_budget(config: Config, full_train_size: int) -> int | None:
@@ -292,6 +295,8 @@ def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> T
     logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
                        "optimizer_steps": info["optimizer_steps"], "precision_used": precision_name(config, device),
                        "torch_threads": torch.get_num_threads()})
+    if "train_seconds" in info:  # wall time of the training loop; for k runs trained at once, their shared time
+        logger.log_metrics({"train_seconds": info["train_seconds"]})
     result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     logger.log_metrics(metrics)
