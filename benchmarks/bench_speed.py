@@ -172,7 +172,7 @@ def main() -> None:
     py = sys.executable
     env = child_env()
     plain = [py, str(HERE / "plain_pipeline.py"), "--data-dir", args.data_dir, "--real-frac", str(args.real_frac),
-             "--image-size", str(args.image_size)]
+             "--image-size", str(args.image_size), "--device", device]
     config = Config(data_dir=args.data_dir, device=device, image_size=args.image_size, quiet=True)
     m["synthmed_precision"] = precision_name(config, device)
 

@@ -6,7 +6,7 @@ shuffle=True, num_workers=0)`` → :func:`synthmed.models.cnn.basic_cnn` → Ada
 cross-entropy and accuracy. A stratified real fraction of the training split is kept first.
 
     python benchmarks/plain_pipeline.py --data-dir ../shared/data/alzheimer_mri [--real-frac 0.3]
-        [--epochs 4] [--policy none|autoaugment] [--max-batches N] [--no-test]
+        [--epochs 4] [--policy none|autoaugment] [--max-batches N] [--no-test] [--device cpu|cuda]
 
 Prints one JSON line: wall time, training images/s (the training loop, data loading included),
 test metrics. ``benchmarks/bench_speed.py`` runs it as a subprocess.
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--max-batches", type=int, default=None, help="stop training after this many batches")
     ap.add_argument("--warmup-batches", type=int, default=2, help="batches not counted in images/s")
     ap.add_argument("--no-test", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: the model and each batch moved there, as users do")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
 
@@ -64,7 +65,8 @@ def main() -> None:
     num_classes = ds["train"].features["label"].num_classes
     loader = DataLoader(train, batch_size=32, shuffle=True, num_workers=0)
 
-    model = basic_cnn(num_classes, args.image_size)
+    device = torch.device(args.device)
+    model = basic_cnn(num_classes, args.image_size).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     images, batches, t_train, t_start = 0, 0, 0.0, None
     done = False
@@ -73,7 +75,7 @@ def main() -> None:
         for batch in loader:
             if batches == args.warmup_batches:
                 t_start = time.perf_counter()
-            x, y = batch["image"], batch["label"]
+            x, y = batch["image"].to(device), batch["label"].to(device)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -86,6 +88,8 @@ def main() -> None:
                 break
         if done:
             break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     t_train = time.perf_counter() - t_start if t_start is not None else float("nan")
     out = {"images_per_s": images / t_train if images else float("nan"), "batches": batches,
            "n_train": len(train)}
@@ -94,9 +98,10 @@ def main() -> None:
         losses, correct, n = 0.0, 0, 0
         with torch.inference_mode():
             for batch in DataLoader(test, batch_size=256):
-                logits = model(batch["image"])
-                losses += F.cross_entropy(logits, batch["label"], reduction="sum").item()
-                correct += (logits.argmax(1) == batch["label"]).sum().item()
+                x, y = batch["image"].to(device), batch["label"].to(device)
+                logits = model(x)
+                losses += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
                 n += len(batch["label"])
         out.update(test_cross_entropy=losses / n, test_accuracy=correct / n)
     out["wall_s"] = time.perf_counter() - T0
