@@ -356,3 +356,28 @@ def test_cells_identical_by_construction_are_trained_once(mlflow_uri, fake_train
         for sim in (0, 1):
             assert rows.loc[(policy, 1.0, sim), "run_id"] == rows.loc[("none", 1.0, sim), "run_id"]
     assert not {(c.policy, c.real_frac) for c in fake_train.configs} & {("synthetic", 1.0), ("oversample", 1.0)}
+
+
+@pytest.mark.parametrize("other_process_won", [True, False])
+def test_tagging_the_experiment_kind_survives_losing_the_race_and_only_that(mlflow_uri, monkeypatch, other_process_won):
+    """Two worker processes both see the tag absent and insert it; SQLite's UNIQUE refuses the second."""
+    import mlflow
+
+    from synthmed import tracking
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("race")
+    real_set = mlflow.MlflowClient.set_experiment_tag
+
+    def losing_insert(self, exp_id, key, value):
+        if other_process_won:  # the other process's insert lands between our check and our insert
+            real_set(self, exp_id, key, value)
+        raise mlflow.exceptions.MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: experiment_tags")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_experiment_tag", losing_insert)
+    if other_process_won:
+        tracking.mark_experiment_kind(experiment_id)
+        assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+    else:  # a failure with the tag still absent is a real failure, not a lost race
+        with pytest.raises(mlflow.exceptions.MlflowException, match="UNIQUE"):
+            tracking.mark_experiment_kind(experiment_id)
