@@ -125,3 +125,15 @@ def test_seeded_and_only_with_two_baseline_fractions():
     assert a.equals(real_scan_equivalents(results, n_boot=100, seed=1)) and len(a) == 1
     one = table({1.0: 0.2}, {0.2: 0.6})
     assert real_scan_equivalents(one).empty
+
+
+def test_a_cell_that_is_the_baselines_own_runs_gets_no_equivalent():
+    results = table({0.3: 0.9, 1.0: 0.3}, {0.3: 0.6, 1.0: 0.3})
+    results["run_id"] = [f"r{i}" for i in range(len(results))]
+    shared = (results["policy"] == "synthetic") & (results["real_frac"] == 1.0)
+    results.loc[shared, "run_id"] = results.loc[(results["policy"] == "none") & (results["real_frac"] == 1.0),
+                                                "run_id"].to_numpy()  # the sweep trained it once, as none
+    table_ = real_scan_equivalents(results, n_boot=50)
+    assert table_["real_frac"].tolist() == [0.3]  # 100% real + synthetic ≈ 100% would be true and empty
+    results["run_id"] = [f"r{i}" for i in range(len(results))]  # trained apart: it has its own answer
+    assert sorted(real_scan_equivalents(results, n_boot=50)["real_frac"]) == [0.3, 1.0]

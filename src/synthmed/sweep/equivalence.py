@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from synthmed.names import HEADLINE
+from synthmed.sweep.stats import same_runs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,7 +102,10 @@ def real_scan_equivalent(results: pd.DataFrame, model: str, policy: str, real_fr
 
 def real_scan_equivalents(results: pd.DataFrame, *, metric: str = HEADLINE, baseline: str = "none",
                           n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """X* for every (model, policy other than the baseline, fraction) whose model has the baseline at 2+ fractions."""
+    """X* for every (model, policy other than the baseline, fraction) whose model has the baseline at 2+ fractions.
+
+    A cell made of the baseline's own runs at that fraction (shared by construction) is left out.
+    """
     import pandas as pd
 
     rows = []
@@ -109,7 +113,9 @@ def real_scan_equivalents(results: pd.DataFrame, *, metric: str = HEADLINE, base
         mine = results[results["model"] == model]
         if mine.loc[mine["policy"] == baseline, "real_frac"].nunique() < 2:
             continue
-        for (policy, frac), _ in mine[mine["policy"] != baseline].groupby(["policy", "real_frac"], sort=False):
+        for (policy, frac), cell in mine[mine["policy"] != baseline].groupby(["policy", "real_frac"], sort=False):
+            if same_runs(cell, mine[(mine["policy"] == baseline) & np.isclose(mine["real_frac"], frac)]):
+                continue  # a cell shared with the baseline's (synthetic at 1.0 is none at 1.0): its answer is itself
             rows.append(real_scan_equivalent(results, model, policy, frac, metric=metric, baseline=baseline,
                                              n_boot=n_boot, seed=seed))
     return pd.DataFrame(rows, columns=COLUMNS)

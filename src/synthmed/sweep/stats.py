@@ -182,7 +182,7 @@ def pairs_table(
         for kind, base in against:
             if base == (model, policy, frac) or base not in by_cell:
                 continue
-            if _same_runs(g, by_cell[base]):  # a shared cell (synthetic at 1.0 is none at 1.0): no comparison,
+            if same_runs(g, by_cell[base]):  # a shared cell (synthetic at 1.0 is none at 1.0): no comparison,
                 continue  # and no place in the Holm family, where its p of 1 would only dilute the others
             row: dict[str, Any] = {
                 "model": model, "kind": kind, "policy": policy, "baseline_policy": base[1],
@@ -204,7 +204,7 @@ def pairs_table(
     return table
 
 
-def _same_runs(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+def same_runs(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     """Two cells made of the very same runs (a cell the sweep shares with another: identical by construction)."""
     return "run_id" in a and "run_id" in b and set(a["run_id"]) == set(b["run_id"])
 
