@@ -248,6 +248,9 @@ def setup(config: Config | None = None, *, splits: Splits | None = None, pm: plu
     from synthmed.generators.build import generator_class
     from synthmed.plugins import default_plugin_manager, registry
 
+    from synthmed.runtime import use_huge_pages
+
+    use_huge_pages()  # in time only if torch has allocated nothing yet in this process (see its docstring)
     config = config or Config()
     if overrides:
         config = config.replace(**overrides)

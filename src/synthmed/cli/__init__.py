@@ -39,6 +39,9 @@ class _Group(click.Group):
 @click.version_option(package_name="synthmed")
 def main() -> None:
     """Can synthetic images stand in for real medical scans? Experiments tracked in MLflow."""
+    from synthmed.runtime import use_huge_pages
+
+    use_huge_pages()  # before torch's first large allocation (see its docstring)
 
 
 def _add_commands() -> None:

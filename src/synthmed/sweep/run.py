@@ -102,8 +102,9 @@ def sweep(
     from synthmed.sweep import report
     from synthmed.sweep.executors import SweepError, execute, progress
 
-    from synthmed.runtime import precision_name, resolve_device
+    from synthmed.runtime import precision_name, resolve_device, use_huge_pages
 
+    use_huge_pages()  # before the dataset is loaded; worker processes inherit it
     base = (config or Config()).replace(**overrides)
     device = resolve_device(base)
     from synthmed.generators.build import generator_class
