@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from synthmed.config import Config
 from synthmed.data.loading import load_splits, present, sample_real  # the run's data (re-exported here)
 from synthmed.evaluation import evaluate, predict_logits, to_input
-from synthmed.runtime import autocast_dtype, precision_name, resolve_device  # where and how it computes (re-exported here)
+from synthmed.runtime import (  # where and how it computes (re-exported here)
+    autocast_dtype, precision_name, resolve_device, use_huge_pages)
 
 if TYPE_CHECKING:
     import pluggy
@@ -247,8 +248,6 @@ def setup(config: Config | None = None, *, splits: Splits | None = None, pm: plu
     from synthmed import tracking
     from synthmed.generators.build import generator_class
     from synthmed.plugins import default_plugin_manager, registry
-
-    from synthmed.runtime import use_huge_pages
 
     use_huge_pages()  # in time only if torch has allocated nothing yet in this process (see its docstring)
     config = config or Config()

@@ -41,7 +41,7 @@ def main() -> None:
     """Can synthetic images stand in for real medical scans? Experiments tracked in MLflow."""
     from synthmed.runtime import use_huge_pages
 
-    use_huge_pages()  # before torch's first large allocation (see its docstring)
+    use_huge_pages()  # before torch allocates anything (see its docstring)
 
 
 def _add_commands() -> None:
