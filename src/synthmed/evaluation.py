@@ -33,9 +33,16 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
-    """Logits ``(N, C)`` in float32 for uint8 images, in eval mode, without gradients."""
+def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int | None = None,
+                   device: str = "cpu") -> torch.Tensor:
+    """Logits ``(N, C)`` in float32 for uint8 images, in eval mode, without gradients.
+
+    ``batch_size`` defaults to 64 on the CPU, where larger batches only hold more memory (the
+    128-px CNN's first activations are 2 MB an image), and 256 on accelerators.
+    """
     import torch
+
+    batch_size = batch_size or (64 if device.startswith("cpu") else 256)
 
     was_training = model.training
     model.eval()
