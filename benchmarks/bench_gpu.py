@@ -47,8 +47,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def stacked_rate(splits, policy_name: str, k: int, steps: int, args) -> float:
-    """Training images/s of k simulations stacked (k=1: ``training.fit``), after a warm-up."""
+def stacked_trainer(splits, policy_name: str, k: int, args, channels_last: bool = True):
+    """``train(steps) -> seconds``: k fresh simulations stacked (k=1: ``training.fit``) for that many steps.
+
+    Each call builds fresh models outside the timed part (a sweep builds them while it samples);
+    ``args`` gives ``data_dir``, ``real_frac``, ``device`` and ``image_size``.
+    """
     import torch
 
     from synthmed.config import Config
@@ -66,12 +70,12 @@ def stacked_rate(splits, policy_name: str, k: int, steps: int, args) -> float:
         out = []
         for c in configs:
             torch.manual_seed(c.seed)
-            out.append(factory.create(splits.num_classes, args.image_size, c).to(args.device)
-                       .to(memory_format=torch.channels_last))
+            model = factory.create(splits.num_classes, args.image_size, c).to(args.device)
+            out.append(model.to(memory_format=torch.channels_last) if channels_last else model)
         return out
 
     def train(max_steps: int) -> float:
-        fresh = models()  # built outside the timed part: a sweep builds them while it samples
+        fresh = models()
         sync(args.device)
         t = time.perf_counter()
         if k == 1:
@@ -82,8 +86,16 @@ def stacked_rate(splits, policy_name: str, k: int, steps: int, args) -> float:
         sync(args.device)
         return time.perf_counter() - t
 
+    return train
+
+
+def stacked_rate(splits, policy_name: str, k: int, steps: int, args, channels_last: bool = True) -> float:
+    """Training images/s of k simulations stacked (k=1: ``training.fit``), after a warm-up."""
+    from synthmed.config import Config
+
+    train = stacked_trainer(splits, policy_name, k, args, channels_last)
     train(3)  # warm-up: kernels chosen, memory allocated
-    return k * steps * configs[0].batch_size / train(steps)
+    return k * steps * Config().batch_size / train(steps)
 
 
 def run_sweep(args, store: str) -> dict[str, object]:
