@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synthmed.config import Config
 from synthmed.plugins import get_plugin_manager, registry
@@ -118,3 +120,54 @@ def test_autoaugment_uses_the_imagenet_policy(pm):
     from torchvision.transforms import v2
 
     assert policy(pm, "autoaugment").transform.policy == v2.AutoAugmentPolicy.IMAGENET
+
+
+# --- one call for many batches, one draw per image ----------------------------------------------
+TORCHVISION = ("autoaugment", "randaugment", "trivialaugment")
+
+
+def per_image_reference(transform, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """How synthmed applied torchvision's policies before they were batched: image by image, under
+    the global RNG seeded from one draw of the generator (torchvision's own forward, untouched)."""
+    if images.shape[0] == 0:
+        return images
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.stack([transform(image) for image in images])
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(TORCHVISION), seed=st.integers(0, 2**32 - 1), n=st.integers(0, 12),
+       size=st.integers(8, 40), content=st.integers(0, 2**16))
+def test_torchvision_policies_give_torchvisions_own_images_image_by_image(name, seed, n, size, content):
+    p = policy(get_plugin_manager(), name)
+    g = torch.Generator().manual_seed(content)
+    images = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    batched = p.augment(images, rng(seed))
+    assert torch.equal(batched, per_image_reference(p.transform, images, rng(seed)))
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_the_batched_torchvision_policies_use_their_whole_op_space(pm, name):
+    """Not a vacuous equality: over many images the draws reach most of the ops, and change most images."""
+    p = policy(pm, name)
+    g = torch.Generator().manual_seed(3)
+    ops = {op for _ in range(400) for op, _ in p.draw(g, 32, 32)}
+    assert len(ops) >= 9, ops
+    images = brains(64, 32)
+    changed = (p.augment(images, rng(0)) != images).flatten(1).any(1)
+    assert changed.float().mean() > 0.5
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(POLICY_NAMES), seeds=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=4),
+       sizes=st.lists(st.integers(0, 6), min_size=4, max_size=4))
+def test_augment_many_equals_augment_on_each_batch(name, seeds, sizes):
+    """The contract of ``augment_many`` (k simulations' batches at once), for every registered policy."""
+    p = policy(get_plugin_manager(), name)
+    batches = [brains(s, 32, seed=i) for i, s in zip(range(len(seeds)), sizes)]
+    together = p.augment_many(batches, [rng(s) for s in seeds])
+    one_by_one = [p.augment(b, rng(s)) for b, s in zip(batches, seeds)]
+    assert len(together) == len(batches)
+    assert all(torch.equal(a, b) for a, b in zip(together, one_by_one))

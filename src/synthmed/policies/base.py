@@ -71,3 +71,11 @@ class AugmentationPolicy(ABC):
     @abstractmethod
     def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """Transform one batch: ``(B, 1, H, W)`` uint8 in, same shape and dtype out."""
+
+    def augment_many(self, batches: list[torch.Tensor], rngs: list[torch.Generator]) -> list[torch.Tensor]:
+        """:meth:`augment` for the batches of k simulations trained at once, each with its own generator.
+
+        The default calls :meth:`augment` on each. A policy that can transform them together (one
+        call over all their images) overrides it; the result must equal the default's.
+        """
+        return [self.augment(images, rng) for images, rng in zip(batches, rngs)]

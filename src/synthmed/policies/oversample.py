@@ -68,12 +68,20 @@ class OversamplePolicy(AugmentationPolicy):
         return ImageSet.concat([real, copies])
 
     def augment(self, images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        base = self._base_policy()
+        return images if base is None else base.augment(images, rng)
+
+    def augment_many(self, batches: list[torch.Tensor], rngs: list[torch.Generator]) -> list[torch.Tensor]:
+        base = self._base_policy()
+        return list(batches) if base is None else base.augment_many(batches, rngs)
+
+    def _base_policy(self) -> AugmentationPolicy | None:
         if self._base is None and self.config.base_policy != "none":
             from synthmed.plugins import registry
 
             base = registry("policies", self._pm).get(self.config.base_policy)
             self._base = base.from_config(self.config.replace(policy_options=None), self._pm)
-        return images if self._base is None else self._base.augment(images, rng)
+        return self._base
 
 
 @hookimpl

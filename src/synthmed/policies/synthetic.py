@@ -111,6 +111,11 @@ class SyntheticPolicy(AugmentationPolicy):
             self._resolve_base()
         return images if self._base is None else self._base.augment(images, rng)
 
+    def augment_many(self, batches: list[torch.Tensor], rngs: list[torch.Generator]) -> list[torch.Tensor]:
+        if self._base is None and self.config.base_policy != "none":
+            self._resolve_base()
+        return list(batches) if self._base is None else self._base.augment_many(batches, rngs)
+
     def _resolve_base(self) -> None:
         from synthmed.plugins import registry
 

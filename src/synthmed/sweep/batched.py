@@ -6,7 +6,8 @@ initialisation (``torch.manual_seed(config.seed)`` then the factory), its own ba
 augmentation draws (generators seeded by its seed). The k models are stacked with
 ``torch.func.stack_module_state`` and run with ``functional_call`` under ``vmap``; one Adam over the
 stacked parameters equals k separate Adams, because Adam is elementwise and the summed loss gives
-each simulation the gradient of its own mean loss. Results agree with one-at-a-time training to
+each simulation the gradient of its own mean loss. The k batches of a step are augmented in one
+call (``AugmentationPolicy.augment_many``: each batch still draws from its own generator). Results agree with one-at-a-time training to
 float tolerance (vmapped convolutions are grouped convolutions, summed in another order).
 
 Models with buffers (BatchNorm's running statistics), with active dropout, runs with early stopping,
@@ -107,12 +108,10 @@ def fit_batched(models: list[Any], policy: Any, train_sets: list[Any], val_sets:
         total = torch.zeros(k, device=device, dtype=_sum_dtype(device))
         seen = 0
         for start in range(0, len(perms[0]), config.batch_size):
-            xs, ys = [], []
-            for (images, labels), perm, g in zip(tensors, perms, augs):
-                rows = perm[start : start + config.batch_size]
-                xs.append(to_input(policy.augment(images[rows], g)))
-                ys.append(labels[rows])
-            x, y = torch.stack(xs), torch.stack(ys)  # (k, B, 1, H, W), (k, B)
+            rows = [perm[start : start + config.batch_size] for perm in perms]
+            batches = policy.augment_many([images[r] for (images, _), r in zip(tensors, rows)], augs)  # one call for k
+            x = to_input(torch.stack(batches))  # (k, B, 1, H, W)
+            y = torch.stack([labels[r] for (_, labels), r in zip(tensors, rows)])  # (k, B)
             with torch.autocast(device_type=device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
                 logits = forward(params, buffers, x)  # (k, B, C)
             losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
