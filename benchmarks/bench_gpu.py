@@ -6,7 +6,7 @@
 1. ``scaling``: training images/s of the CNN (real fraction 0.3, 128 px, batch 32) with k
    simulations stacked (``sweep.batched.fit_batched``; k=1 is ``training.fit``), policy ``none``,
    and the augmenting policies at the sweep's default k.
-2. ``sweep``: S simulations (cnn, real fraction 0.3, ``none``, E epochs) as one ``synthmed sweep``
+2. ``sweep``: S simulations (cnn, real fraction 0.3, ``none`` or ``--sweep-policy``, E epochs) as one ``synthmed sweep``
    subprocess, as users run it (``--parallel-simulations auto``), without the per-run Grad-CAM panel
    (its cost is ``bench_speed.py``'s). Reports the wall time, the training time (the sum over the
    stacked groups of their ``train_seconds``), the runs' median test cross-entropy and the class
@@ -101,7 +101,7 @@ def stacked_rate(splits, policy_name: str, k: int, steps: int, args, channels_la
 def run_sweep(args, store: str) -> dict[str, object]:
     import mlflow
 
-    cmd = [sys.executable, "-m", "synthmed.cli", "sweep", "--models", "cnn", "--policies", "none",
+    cmd = [sys.executable, "-m", "synthmed.cli", "sweep", "--models", "cnn", "--policies", args.sweep_policy,
            "--real-fracs", str(args.real_frac), "--simulations", str(args.simulations), "--epochs", str(args.epochs),
            "--image-size", str(args.image_size), "--device", args.device, "--data-dir", args.data_dir,
            "--gradcam", "false", "--experiment", "gpu-bench", "--quiet"]
@@ -170,6 +170,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="timed optimizer steps per scaling measurement")
     ap.add_argument("--ks", default="1,4,8,16,25,32,50", help="stack sizes of the scaling measurement")
     ap.add_argument("--parts", default="scaling,sweep")
+    ap.add_argument("--sweep-policy", default="none", help="the policy of the sweep part")
     ap.add_argument("--output", default=str(HERE / "results" / "bench-gpu.json"))
     args = ap.parse_args()
     args.data_dir = str(Path(args.data_dir).resolve())
@@ -222,7 +223,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             s = results["sweep"] = run_sweep(args, f"sqlite:///{tmp}/mlflow.db")
         per_run_outside = s["outside_training_per_run_s"]
-        print(f"{args.simulations} simulations, {args.epochs} epochs: wall {s['wall_s']:.1f} s, training "
+        print(f"{args.simulations} simulations, {args.sweep_policy}, {args.epochs} epochs: wall {s['wall_s']:.1f} s, training "
               f"{s['train_s']:.1f} s (k {s['stacked_k']}), {s['finished']} finished; median test CE "
               f"{s['median_test_cross_entropy']:.4f} (class prior {prior:.4f}); outside training "
               f"{per_run_outside:.2f} s per run", flush=True)

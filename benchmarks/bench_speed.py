@@ -162,9 +162,9 @@ def main() -> None:
     args.data_dir = str(Path(args.data_dir).resolve())
     skip = set(filter(None, args.skip.split(",")))
 
-    from synthmed.runtime import precision_name, use_huge_pages
+    from synthmed.runtime import precision_name, tune_memory
 
-    use_huge_pages()  # as the CLI does, before torch allocates (this process measures synthmed's step)
+    tune_memory()  # as the CLI does, before torch allocates (this process measures synthmed's step)
     import torch
 
     from synthmed.config import Config

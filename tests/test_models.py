@@ -6,6 +6,8 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from synthmed.config import Config
@@ -86,6 +88,41 @@ def test_cnn_is_the_thesis_architecture(pm):
 def test_cnn_takes_sizes_not_divisible_by_four(pm):
     _, model = make(pm, "cnn", 30)
     assert model(torch.rand(2, 1, 30, 30)).shape == (2, C)
+
+
+@settings(max_examples=30, deadline=None)
+@given(size=st.integers(8, 40), batch=st.integers(1, 5), seed=st.integers(0, 2**31), black=st.floats(0, 1),
+       channels_last=st.booleans())
+def test_cnn_training_forward_is_the_module_to_the_last_bit(size, batch, seed, black, channels_last):
+    """Pool-then-ReLU gives the module's logits and every gradient exactly, also on flat black
+    regions, where a window's values tie (the conv gives its bias there)."""
+    torch.manual_seed(seed)
+    factory, model = make(get_plugin_manager(), "cnn", size)
+    x = torch.rand(batch, 1, size, size) * (torch.rand(batch, 1, size, size) >= black)  # (B, 1, S, S), part black
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, C, (batch,))
+    grads = []
+    for forward in (model, factory.training_forward(model)):
+        model.zero_grad(set_to_none=True)
+        logits = forward(x)
+        nn.functional.cross_entropy(logits, y).backward()
+        grads.append([logits.detach()] + [p.grad.clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_models_train_as_they_evaluate_unless_their_factory_says(pm):
+    """The default training forward is the module itself."""
+    from synthmed.models.base import ModelFactory
+
+    class Plain(ModelFactory):
+        name = "plain"
+
+        def create(self, num_classes, image_size, config):
+            return nn.Linear(1, num_classes)
+
+    model = Plain().create(C, 8, Config())
+    assert Plain().training_forward(model) is model
 
 
 def test_cnn_gradcam_layer_is_the_second_conv_relu(pm):

@@ -124,3 +124,20 @@ def test_secrets_are_refused_in_generator_options(option, monkeypatch):
     monkeypatch.setenv("MLFLOW_RUN_ID", "abc")
     with pytest.raises(SynthmedError, match="rotate the key"):
         Config(generator_options=option)
+
+
+def test_training_computes_logits_with_the_factorys_training_forward(mlflow_uri, tiny_splits, monkeypatch):
+    """train() trains through the factory's training_forward (for the CNN, pool before ReLU), one call a step."""
+    from synthmed.models.cnn import CNN
+
+    calls = []
+    lean = CNN.training_forward
+
+    def counted(self, model):
+        forward = lean(self, model)
+        return lambda x: calls.append(x.shape[0]) or forward(x)
+
+    monkeypatch.setattr(CNN, "training_forward", counted)
+    res = train(Config(**FAST, seed=3), splits=tiny_splits)
+    steps = int(mlflow.get_run(res.run_id).data.params["optimizer_steps"])
+    assert steps > 0 and len(calls) == steps

@@ -13,13 +13,13 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from synthmed.config import Config
 from synthmed.data.loading import load_splits, present, sample_real  # the run's data (re-exported here)
 from synthmed.evaluation import evaluate, predict_logits, to_input
 from synthmed.runtime import (  # where and how it computes (re-exported here)
-    autocast_dtype, precision_name, resolve_device, use_huge_pages)
+    autocast_dtype, precision_name, resolve_device, tune_memory)
 
 if TYPE_CHECKING:
     import pluggy
@@ -93,11 +93,14 @@ def fit(
     device: str,
     log_metrics: Any,
     max_steps: int | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Adam + cross-entropy for ``config.epochs`` (early stopping on val loss when ``patience``).
 
     With ``max_steps`` (``budget=steps``) it makes passes over the data until that many optimizer
-    steps are taken, the last pass cut short; a "epoch" in the logs is then one pass.
+    steps are taken, the last pass cut short; a "epoch" in the logs is then one pass. ``forward``
+    computes the training logits (default: ``model``; runs pass their factory's
+    :meth:`~synthmed.models.base.ModelFactory.training_forward`, which computes the same function).
     """
     import torch
     import torch.nn.functional as F
@@ -134,7 +137,7 @@ def fit(
             x = to_input(batch).contiguous(memory_format=torch.channels_last)
             y = labels[rows]
             with torch.autocast(device_type=device_type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
+                logits = (forward or model)(x)
             loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -214,7 +217,7 @@ def train(
     with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
         prepared = prepare(job, logger)
         info = fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
-                   logger.log_metrics, max_steps=prepared.max_steps)
+                   logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward)
         return finish(job, prepared, info, logger)
 
 
@@ -240,6 +243,7 @@ class Prepared:
     train_set: ImageSet
     model: nn.Module
     max_steps: int | None
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the factory's training_forward(model)
 
 
 def setup(config: Config | None = None, *, splits: Splits | None = None, pm: pluggy.PluginManager | None = None,
@@ -249,7 +253,7 @@ def setup(config: Config | None = None, *, splits: Splits | None = None, pm: plu
     from synthmed.generators.build import generator_class
     from synthmed.plugins import default_plugin_manager, registry
 
-    use_huge_pages()  # in time only if torch has allocated nothing yet in this process (see its docstring)
+    tune_memory()  # huge pages in time only if torch has allocated nothing yet in this process (see use_huge_pages)
     config = config or Config()
     if overrides:
         config = config.replace(**overrides)
@@ -284,7 +288,8 @@ def prepare(job: Job, logger: Any) -> Prepared:
     torch.manual_seed(config.seed)
     model = job.factory.create(splits.num_classes, config.image_size, config).to(job.device)
     model = model.to(memory_format=torch.channels_last)
-    return Prepared(real, val, train_set, model, step_budget(config, len(splits.train)))
+    return Prepared(real, val, train_set, model, step_budget(config, len(splits.train)),
+                    job.factory.training_forward(model))
 
 
 def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> TrainResult:

@@ -39,9 +39,9 @@ class _Group(click.Group):
 @click.version_option(package_name="synthmed")
 def main() -> None:
     """Can synthetic images stand in for real medical scans? Experiments tracked in MLflow."""
-    from synthmed.runtime import use_huge_pages
+    from synthmed.runtime import tune_memory
 
-    use_huge_pages()  # before torch allocates anything (see its docstring)
+    tune_memory()  # before torch allocates anything (see use_huge_pages)
 
 
 def _add_commands() -> None:

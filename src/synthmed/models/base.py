@@ -27,6 +27,14 @@ class ModelFactory(ABC):
     def create(self, num_classes: int, image_size: int, config: Config) -> nn.Module:
         """Return a fresh model (pretrained weights loaded when ``config.pretrained``)."""
 
+    def training_forward(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What training calls on each batch for the logits: ``model`` itself, unless the architecture
+        knows a cheaper way to compute the same function, with the same gradients.
+
+        Evaluation, Grad-CAM and the logged model always use ``model``.
+        """
+        return model
+
     def gradcam_target_layers(self, model: nn.Module) -> list[nn.Module]:
         """The layers Grad-CAM reads activations and gradients from."""
         raise NotImplementedError(f"model {self.name!r} declares no Grad-CAM target layer")

@@ -18,13 +18,14 @@ cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
 from synthmed.models.base import ModelFactory
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from synthmed.config import Config
@@ -91,6 +92,24 @@ class CNN(ModelFactory):
                 "set pretrained=false and no weights, or use --model resnet18 or vit"
             )
         return basic_cnn(num_classes, image_size)
+
+    def training_forward(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Each block as conv → max-pool → ReLU: the module's numbers, forward and backward, for less work.
+
+        ReLU never lowers an order, so it commutes with a max: the pooled values are the same, and
+        so is each gradient (where a window's maximum is positive it is the same element, and where
+        it is not, both orders give it no gradient). ReLU then runs on a quarter of the elements and
+        keeps no full-size output. ``tests/test_models.py`` checks equality to the last bit. Measured
+        on the project's 2-core CPU (128 px, batch 32, fp32): about 1.2-1.4x the module's steps/s.
+        """
+        import torch
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            for block in (model.block1, model.block2):
+                x = torch.relu(block.pool(block.conv(x)))
+            return model.classifier(x)
+
+        return forward
 
     def gradcam_target_layers(self, model: nn.Module) -> list[nn.Module]:
         """The second conv's ReLU: the rectified last-conv feature maps, at ``S/2`` resolution.

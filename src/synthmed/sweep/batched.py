@@ -220,7 +220,8 @@ def _run_group(tasks: list[Task], parent_run_id: str, splits: Splits, pm: Any) -
                 else:
                     mlflow.set_tag(TAG_FALLBACK, reason)
                     info = training.fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config,
-                                        job.device, logger.log_metrics, max_steps=prepared.max_steps)
+                                        job.device, logger.log_metrics, max_steps=prepared.max_steps,
+                                        forward=prepared.forward)
                 result = training.finish(job, prepared, info, logger)
         except Exception as exc:
             yield Outcome(task, rid, error="".join(traceback.format_exception(exc)))

@@ -114,6 +114,9 @@ def tracking_uri() -> str:
 
 def _init_worker(payload: bytes, uri: str, threads: int) -> None:
     global _SPLITS
+    from synthmed.runtime import tune_memory
+
+    tune_memory()  # this process's own malloc, before it unpacks the dataset
     import mlflow
     import torch
 

@@ -102,9 +102,9 @@ def sweep(
     from synthmed.sweep import report
     from synthmed.sweep.executors import SweepError, execute, progress
 
-    from synthmed.runtime import precision_name, resolve_device, use_huge_pages
+    from synthmed.runtime import precision_name, resolve_device, tune_memory
 
-    use_huge_pages()  # before the dataset is loaded; worker processes inherit it
+    tune_memory()  # before the dataset is loaded; worker processes inherit the huge pages and tune their own malloc
     base = (config or Config()).replace(**overrides)
     device = resolve_device(base)
     from synthmed.generators.build import generator_class
