@@ -119,7 +119,8 @@ def flops_per_image(model, image_size: int, device: str, batch: int = 32) -> flo
 
 
 def synthmed_rate(splits, policy_name: str, args, device: str) -> float:
-    """synthmed's training step (``training.fit``) on a real sample: images/s after a warm-up."""
+    """synthmed's training step (``training.fit`` with the CNN's training forward, as ``train`` runs it)
+    on a real sample: images/s after a warm-up."""
     import torch
 
     from synthmed.config import Config
@@ -136,12 +137,15 @@ def synthmed_rate(splits, policy_name: str, args, device: str) -> float:
         torch.manual_seed(0)
         return factory.create(splits.num_classes, args.image_size, config).to(device).to(memory_format=torch.channels_last)
 
-    fit(model(), policy, real, None, config, device, lambda *a, **k: None, max_steps=2)  # warm-up
+    warm = model()
+    fit(warm, policy, real, None, config, device, lambda *a, **k: None, max_steps=2,
+        forward=factory.training_forward(warm))  # warm-up
     m = model()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t = time.perf_counter()
-    fit(m, policy, real, None, config, device, lambda *a, **k: None, max_steps=args.batches)
+    fit(m, policy, real, None, config, device, lambda *a, **k: None, max_steps=args.batches,
+        forward=factory.training_forward(m))  # as train() runs it
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return args.batches * config.batch_size / (time.perf_counter() - t)
