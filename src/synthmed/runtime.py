@@ -32,11 +32,12 @@ def use_huge_pages() -> None:
     A training step of the 128-px CNN allocates several activations of 67 MB. The C library maps each
     one afresh and the kernel zeroes it 4 KiB page by page: about 122,000 page faults a step on this
     project's CPU, against about 7,000 with huge pages (``/usr/bin/time -f %R``, 12 steps less 2).
-    ``benchmarks/bench_speed.py`` measures what it buys. PyTorch reads the variable once, at its first
-    CPU allocation of any size (importing torch makes none), so this only takes effect before that:
-    the CLI calls it first thing, :func:`synthmed.train` and sweeps call it too (in time when they are
-    the first thing a script does), and processes a run starts inherit it. Where the kernel has huge
-    pages off it changes nothing; ``THP_MEM_ALLOC_ENABLE=0`` opts out.
+    PyTorch reads the variable once, at its first CPU allocation of any size (importing torch makes
+    none), so this only takes effect before that: :func:`tune_memory` calls it where
+    :func:`keep_freed_memory` does not apply, and the CLI calls that first thing,
+    :func:`synthmed.train` and sweeps too (in time when they are the first thing a script does);
+    processes a run starts inherit the variable. Where the kernel has huge pages off it changes
+    nothing; ``THP_MEM_ALLOC_ENABLE=0`` opts out.
     """
     os.environ.setdefault(HUGE_PAGES_ENV, "1")
 
@@ -54,9 +55,10 @@ def keep_freed_memory() -> bool:
     of a training step's large activations (67 MB at 128 px, batch 32) arrives as fresh pages the
     kernel must fault in and zero again, step after step. With ``mallopt(M_MMAP_MAX, 0)`` large blocks
     come from the heap, and with a trim threshold of 1 GiB freed ones stay there to be reused. On this
-    project's 2-core CPU this took the CNN's step at 128 px from about 7.7 million minor page faults
-    in 40 steps to about 250,000 and sped it up by about 1.4x (``benchmarks/bench_speed.py`` measures
-    it); peak memory rises, because the process keeps what it freed.
+    project's 2-core CPU (the module's step at 128 px, batch 32, fp32) the minor page faults fell from
+    about 179,000 a step to about 4,000, and a step from 0.53-0.55 s to 0.26-0.30 s (0.34-0.39 s with
+    huge pages alone, the earlier default); ``benchmarks/bench_speed.py`` measures it end to end. Peak
+    memory rises, because the process keeps what it freed.
 
     Takes effect at once, for later allocations. Only on Linux with glibc, and only when the
     environment sets none of glibc's malloc variables (:data:`GLIBC_MALLOC_ENV`, ``GLIBC_TUNABLES``

@@ -76,6 +76,6 @@ class AugmentationPolicy(ABC):
         """:meth:`augment` for the batches of k simulations trained at once, each with its own generator.
 
         The default calls :meth:`augment` on each. A policy that can transform them together (one
-        call over all their images) overrides it; the result must equal the default's.
+        call over all their images) overrides it; the result must equal the default's (to float rounding).
         """
         return [self.augment(images, rng) for images, rng in zip(batches, rngs)]
