@@ -169,3 +169,30 @@ def test_a_training_step_reuses_freed_memory_instead_of_faulting_it_in_again():
     (applied, kept), (opted_out, fresh) = run({}), run({"MALLOC_MMAP_MAX_": "65536"})
     assert applied and not opted_out
     assert fresh > 50_000 and kept < fresh / 10, (fresh, kept)
+
+
+_RELEASE = """
+import os
+from synthmed.runtime import keep_freed_memory, release_freed_memory
+import torch
+
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+assert keep_freed_memory()
+keep = torch.ones(1 << 20)  # a live block after the large one, so the heap's top cannot simply shrink
+x = torch.ones(64 << 20)  # 256 MiB, touched
+y = torch.ones(1 << 20)
+del x
+kept = rss_mb()
+release_freed_memory()
+print(kept - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not _glibc_with_4k_pages_for_fresh_maps(), reason="needs glibc")
+def test_freed_memory_kept_during_a_run_goes_back_to_the_kernel_after_it():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | {"THP_MEM_ALLOC_ENABLE": "0"}
+    out = subprocess.run([sys.executable, "-c", _RELEASE], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) > 200  # MiB handed back

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from synthmed.config import Config
 
-__all__ = ["HUGE_PAGES_ENV", "autocast_dtype", "cpu_has_bf16", "keep_freed_memory", "precision_name", "resolve_device",
-           "tune_memory", "use_huge_pages"]
+__all__ = ["HUGE_PAGES_ENV", "autocast_dtype", "cpu_has_bf16", "keep_freed_memory", "precision_name",
+           "release_freed_memory", "resolve_device", "tune_memory", "use_huge_pages"]
 
 #: PyTorch's CPU allocator backs tensors of 2 MiB and more with transparent huge pages when this is 1
 HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
@@ -77,7 +77,25 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    global _KEPT
+    _KEPT = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _KEPT
+
+
+_KEPT = False  # whether keep_freed_memory applied in this process
+
+
+def release_freed_memory() -> None:
+    """After a run: hand the free pages :func:`keep_freed_memory` kept back to the kernel (``malloc_trim``).
+
+    Within a run the kept blocks are reused step after step; across the runs of a sweep, blocks
+    of other sizes (evaluation, Grad-CAM, the model export) would pile up in the heap and raise the
+    process's peak memory from run to run. A no-op where freed memory is not kept.
+    """
+    if _KEPT:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def tune_memory() -> None:

@@ -19,7 +19,7 @@ from synthmed.config import Config
 from synthmed.data.loading import load_splits, present, sample_real  # the run's data (re-exported here)
 from synthmed.evaluation import evaluate, predict_logits, to_input
 from synthmed.runtime import (  # where and how it computes (re-exported here)
-    autocast_dtype, precision_name, resolve_device, tune_memory)
+    autocast_dtype, precision_name, release_freed_memory, resolve_device, tune_memory)
 
 if TYPE_CHECKING:
     import pluggy
@@ -214,11 +214,14 @@ def train(
     from synthmed import tracking
 
     job = setup(config, splits=splits, pm=pm, **overrides)
-    with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
-        prepared = prepare(job, logger)
-        info = fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
-                   logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward)
-        return finish(job, prepared, info, logger)
+    try:
+        with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
+            prepared = prepare(job, logger)
+            info = fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
+                       logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward)
+            return finish(job, prepared, info, logger)
+    finally:
+        release_freed_memory()  # the next run of a sweep starts from this run's working set, not its leftovers
 
 
 # --- the phases of train(), so that a batched sweep can train several runs' models together ----------

@@ -7,8 +7,10 @@ augmentation draws (generators seeded by its seed). The k models are stacked wit
 ``torch.func.stack_module_state`` and run with ``functional_call`` under ``vmap``; one Adam over the
 stacked parameters equals k separate Adams, because Adam is elementwise and the summed loss gives
 each simulation the gradient of its own mean loss. The k batches of a step are augmented in one
-call (``AugmentationPolicy.augment_many``: each batch still draws from its own generator). Results agree with one-at-a-time training to
-float tolerance (vmapped convolutions are grouped convolutions, summed in another order).
+call (``AugmentationPolicy.augment_many``; each batch still draws from its own generator). Results
+agree with one-at-a-time training to float tolerance (vmapped convolutions are grouped
+convolutions, summed in another order). The stacked models run the module's own forward, not the
+factory's ``training_forward`` (the same function; not measured under vmap yet).
 
 Models with buffers (BatchNorm's running statistics), with active dropout, runs with early stopping,
 or training sets of different sizes fall back to one at a time; the reason is logged as the tag
@@ -148,12 +150,15 @@ def _unstack(params: dict[str, Any], models: list[Any]) -> None:
 def run_batched(tasks: list[Task], parent_run_id: str, splits: Splits, pm: pluggy.PluginManager | None,
                 parallel: int) -> Iterator[Outcome]:
     """Yield one Outcome per task: tasks of one cell trained ``parallel`` at a time (see the module docstring)."""
+    from synthmed.runtime import release_freed_memory
+
     groups: dict[str, list[Task]] = {}
     for task in tasks:
         groups.setdefault(task.cell.label, []).append(task)
     for cell_tasks in groups.values():
         for group in balanced_groups(cell_tasks, parallel):
             yield from _run_group(group, parent_run_id, splits, pm)
+            release_freed_memory()  # as train() does after each run
 
 
 def balanced_groups(items: list[Any], parallel: int) -> list[list[Any]]:
