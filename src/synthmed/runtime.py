@@ -104,7 +104,7 @@ def tune_memory() -> None:
     With freed blocks kept, huge pages no longer pay: measured on this project's CPU (128 px, batch
     32), a step faulted about 4,000 times with freed blocks kept, 0 with both, 11,700 with huge pages
     alone and 179,000 with neither; steps/s were the same within the noise with or without huge
-    pages, and peak memory 1.22 GB against 1.44 GB without them.
+    pages, and peak memory 1.22 GB without them against 1.44 GB with them.
     """
     if not keep_freed_memory():
         use_huge_pages()
