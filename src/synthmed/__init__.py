@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from synthmed._version import __version__
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
 from synthmed.plugins import get_plugin_manager, registry
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AugmentationPolicy",

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 
 from synthmed import hookspecs
+from synthmed._version import __version__
 from synthmed.errors import SynthmedError
 
 ENTRY_POINT_GROUP = "synthmed"
@@ -81,8 +82,6 @@ def _provider_of(pm: pluggy.PluginManager, plugin: object) -> str:
             return f"{dist.project_name} {dist.version}"
     name = pm.get_name(plugin) or repr(plugin)
     if name.startswith("synthmed."):
-        from synthmed import __version__
-
         return f"synthmed {__version__}"
     return name
 

@@ -8,6 +8,7 @@ import click
 
 from synthmed.cli.options import BOOL, build_config, config_options
 from synthmed.config import parse_bool
+from synthmed.tracking import names
 
 # Config fields the sweep sets per child run: they have list options (or none) here instead.
 _SWEPT = {"model": "--models", "policy": "--policies", "real_frac": "--real-fracs", "seed": "--seed",
@@ -96,7 +97,7 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
                f"ran {result.ran}, found {result.skipped} finished, {len(result.failed)} failed")
     _echo_summary(result.summary)
     click.echo(f"report: artifacts report/ of run {result.parent_run_id}; in the MLflow UI filter "
-               f"tags.`synthmed.sweep_id` = '{result.sweep_id}' and group by tags synthmed.cell")
+               f"tags.`{names.TAG_SWEEP_ID}` = '{result.sweep_id}' and group by tags {names.TAG_CELL}")
 
 
 @click.command("report")
@@ -114,7 +115,7 @@ def report_command(run_id: str, output: str | None) -> None:
 
 
 def _echo_summary(summary: Any) -> None:
-    from synthmed.names import HEADLINE as key
+    key = names.HEADLINE
     for r in summary.to_dict("records"):
         if f"{key}.median" not in r:
             continue

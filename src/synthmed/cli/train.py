@@ -14,7 +14,7 @@ from synthmed.cli.options import build_config, config_options
 @config_options
 def train(config_file: str | None, **given: Any) -> None:
     """Train one model on a stratified real fraction under a policy; log it to MLflow."""
-    from synthmed.names import TRAIN_SUMMARY
+    from synthmed.tracking.names import TRAIN_SUMMARY
     from synthmed.training import train as run_training
 
     config = build_config(config_file, given)

@@ -77,7 +77,7 @@ def inspect_generator(config: Config, pm: pluggy.PluginManager | None = None) ->
     policy = registry("policies", pm).get("synthetic").from_config(config, pm)
     splits = load_splits(config, pm)
     with tracking.run(config, splits, run_name=f"inspect-{config.generator}-{config.real_frac:g}",
-                      tags={"synthmed.kind": "inspect-generator"}) as logger:
+                      tags={tracking.names.TAG_KIND: "inspect-generator"}) as logger:
         real, _ = sample_real(splits, config)
         ctx = PolicyContext(config, splits, pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
                             log_artifact=logger.log_artifact)

@@ -24,6 +24,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Iterator
 
+from synthmed.tracking import names
+
 if TYPE_CHECKING:
     import pluggy
 
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
     from synthmed.sweep.executors import Outcome
     from synthmed.sweep.spec import Task
 
-TAG_FALLBACK = "synthmed.batched_fallback"
-TAG_BATCHED = "synthmed.batched"  # "k" on runs trained k at once
+TAG_FALLBACK = names.TAG_STACK_FALLBACK
+TAG_BATCHED = names.TAG_STACKED
 
 __all__ = ["TAG_FALLBACK", "default_parallel_simulations", "balanced_groups", "fit_batched", "fallback_reason", "run_batched"]
 
@@ -74,7 +76,7 @@ def fit_batched(models: list[Any], policy: Any, train_sets: list[Any], val_sets:
 
     from synthmed.evaluation import predict_logits, to_input
     from synthmed.runtime import autocast_dtype
-    from synthmed.training import _Resident, _sum_dtype
+    from synthmed.training.loop import _Resident, _sum_dtype
 
     k, config = len(models), configs[0]
     params, buffers = stack_module_state(models)  # {name: (k, ...)} leaf tensors

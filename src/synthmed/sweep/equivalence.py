@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from synthmed.names import HEADLINE
+from synthmed.tracking.names import HEADLINE
 from synthmed.sweep.stats import same_runs
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-from synthmed import names
+from synthmed.tracking import names
 from synthmed.errors import SynthmedError
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from synthmed import names
+from synthmed.tracking import names
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthmed.figures import pyplot
-from synthmed.names import HEADLINE
+from synthmed.tracking.names import HEADLINE
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from synthmed import names
+from synthmed.tracking import names
 from synthmed.errors import SynthmedError
-from synthmed.names import SWEEP_METRICS as METRICS
+from synthmed.tracking.names import SWEEP_METRICS as METRICS
 from synthmed.sweep.provenance import provenance
 
 if TYPE_CHECKING:

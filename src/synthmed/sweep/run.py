@@ -16,7 +16,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from synthmed import names
+from synthmed.tracking import names
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
 from synthmed.sweep.spec import TAG_CELL, TAG_ID, TAG_SIMULATION, TAG_SIMULATIONS, TAG_SWEEP, Cell, SweepSpec, Task
@@ -176,7 +176,7 @@ def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
     """Find the sweep's parent run by its tags, or create it (adopting the `mlflow run` run)."""
     import mlflow
 
-    from synthmed.ghosts import owner_tags
+    from synthmed.tracking.ghosts import owner_tags
 
     client = mlflow.MlflowClient()
     launcher = os.environ.get("MLFLOW_RUN_ID")

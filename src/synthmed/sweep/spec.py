@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from synthmed import names
+from synthmed.tracking import names
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
 

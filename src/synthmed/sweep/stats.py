@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from synthmed.names import SWEEP_METRICS as METRICS  # the metrics summarised, headline first
+from synthmed.tracking.names import SWEEP_METRICS as METRICS  # the metrics summarised, headline first
 from synthmed.sweep.comparisons import cohen_dz, hodges_lehmann, hodges_lehmann_ci, holm, rank_biserial, wilcoxon_p
 from synthmed.sweep.spec import frac_label  # re-exported: how fractions are written
 

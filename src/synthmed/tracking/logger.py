@@ -10,9 +10,10 @@ import traceback
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
-from synthmed import ghosts, names
+from synthmed._version import __version__
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
+from synthmed.tracking import ghosts, names
 
 if TYPE_CHECKING:
     import torch
@@ -259,7 +260,6 @@ def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str,
     """Tags, the config (params and ``config.yaml``) and the data's metadata: logged before training."""
     import mlflow
 
-    from synthmed import __version__
 
     all_tags = {
         names.TAG_VERSION: __version__,
@@ -288,7 +288,7 @@ PROBE_TIMEOUT_ENV, PROBE_TIMEOUT_S = "SYNTHMED_TRACKING_TIMEOUT_S", 5.0
 
 
 def prepare_store(config: Config) -> None:
-    """Check the tracking store answers, then mark the experiment's ghost runs KILLED (:mod:`synthmed.ghosts`).
+    """Check the tracking store answers, then mark the experiment's ghost runs KILLED (:mod:`synthmed.tracking.ghosts`).
 
     Called at the start of every run and sweep, before data loading, so an unreachable server fails
     in seconds instead of after minutes of loading and ~250 s of MLflow's retries.

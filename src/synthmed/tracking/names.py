@@ -1,7 +1,8 @@
 """Every MLflow tag and headline metric name synthmed writes or searches for, defined once.
 
 Runs are found again by these names (a resumed sweep finds its children by tag; the report reads
-the headline metric), so a typo in one place would silently lose runs. Import the constant.
+the headline metric), so a typo in one place would silently lose runs. Import the constant: this
+is the only module that spells a ``synthmed.*`` tag (``tests/test_architecture.py`` checks it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ TAG_REAL_FRAC = "synthmed.real_frac"
 TAG_GIT_COMMIT = "synthmed.git_commit"
 TAG_ERROR = "synthmed.error"  # why a run failed (also on interrupted sweep children)
 TAG_OPEN_SET = "synthmed.open_set"  # a learned generator was warm-started from data outside the sample
+TAG_KIND = "synthmed.kind"  # what opened a run that trains nothing (``inspect-generator``)
+
+# --- who owns a run (ghost-run reaping, :mod:`synthmed.tracking.ghosts`) ------------------------------
+TAG_HOST = "synthmed.host"
+TAG_PID = "synthmed.pid"
+TAG_PID_START = "synthmed.pid_start"  # the process's start time, so a reused pid is told apart
+TAG_STARTED = "synthmed.started"
+TAG_FAILURE_REASON = "synthmed.failure_reason"  # why a run was marked KILLED by another process
+
+# --- how a run was trained ------------------------------------------------------------------------------
+TAG_STACKED = "synthmed.batched"  # "k" on runs trained k at once (their models stacked)
+TAG_STACK_FALLBACK = "synthmed.batched_fallback"  # why a run that was to be stacked trained alone
 
 # --- tags of sweeps -----------------------------------------------------------------------------------
 TAG_SWEEP = "synthmed.sweep"  # "1" on a sweep's parent run

@@ -16,10 +16,10 @@ import socket
 import time
 from typing import Any
 
-__all__ = ["TAG_HOST", "TAG_PID", "TAG_PID_START", "TAG_REASON", "is_dead", "owner_tags", "process_start", "reap"]
+from synthmed.tracking.names import TAG_FAILURE_REASON as TAG_REASON
+from synthmed.tracking.names import TAG_HOST, TAG_PID, TAG_PID_START, TAG_STARTED
 
-TAG_HOST, TAG_PID, TAG_PID_START = "synthmed.host", "synthmed.pid", "synthmed.pid_start"
-TAG_STARTED, TAG_REASON = "synthmed.started", "synthmed.failure_reason"
+__all__ = ["TAG_HOST", "TAG_PID", "TAG_PID_START", "TAG_REASON", "is_dead", "owner_tags", "process_start", "reap"]
 
 
 def process_start(pid: int) -> str | None:
