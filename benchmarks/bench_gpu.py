@@ -4,7 +4,7 @@
         [--simulations 100] [--epochs 10] [--parts scaling,sweep]
 
 1. ``scaling``: training images/s of the CNN (real fraction 0.3, 128 px, batch 32) with k
-   simulations stacked (``sweep.batched.fit_batched``; k=1 is ``training.fit``), policy ``none``,
+   simulations stacked (``training.fit_stack``; k=1 is ``training.fit``, the same loop), policy ``none``,
    and the augmenting policies at the sweep's default k.
 2. ``sweep``: S simulations (cnn, real fraction 0.3, ``none`` or ``--sweep-policy``, E epochs) as one ``synthmed sweep``
    subprocess, as users run it (``--parallel-simulations auto``), without the per-run Grad-CAM panel
@@ -57,8 +57,7 @@ def stacked_trainer(splits, policy_name: str, k: int, args, channels_last: bool 
 
     from synthmed.config import Config
     from synthmed.plugins import registry
-    from synthmed.sweep.batched import fit_batched
-    from synthmed.training import fit, sample_real
+    from synthmed.training import Member, fit, fit_stack, sample_real, stack
 
     factory = registry("models").get("cnn")()
     policy = registry("policies").get(policy_name)()
@@ -81,8 +80,8 @@ def stacked_trainer(splits, policy_name: str, k: int, args, channels_last: bool 
         if k == 1:
             fit(fresh[0], policy, sets[0], None, configs[0], args.device, lambda *a, **kw: None, max_steps=max_steps)
         else:
-            fit_batched(fresh, policy, sets, [None] * k, configs, args.device,
-                        [lambda *a, **kw: None] * k, max_steps=max_steps)
+            members = [Member(s, None, c, lambda *a, **kw: None) for s, c in zip(sets, configs)]
+            fit_stack(stack(fresh), policy, members, args.device, max_steps=max_steps)
         sync(args.device)
         return time.perf_counter() - t
 

@@ -8,7 +8,7 @@ Prints training images/s (real fraction 0.3, policy none, models built outside t
 ``torch.backends.cudnn.benchmark`` off and on and the models in channels_last or the standard
 layout; then a profiler table of ten k=25 steps.
 
-Run on an H200 on 2026-11-27, before ``fit_batched`` put the stacked parameters in the standard
+Run on an H200 on 2026-11-27, before the stacked loop (then ``fit_batched``) put the stacked parameters in the standard
 layout itself: k=1 13,867; k=4 15,620; k=25 17,503 (channels_last models) and 19,514 (standard
 layout) images/s; autotuning changed nothing beyond noise. The profile: ``copy_`` 34% of GPU time
 (layout conversions and each epoch's move of the training sets), the first convolution as a

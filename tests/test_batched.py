@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from synthmed.config import Config
 from synthmed.sweep import sweep
-from synthmed.sweep.batched import TAG_BATCHED, TAG_FALLBACK, balanced_groups
+from synthmed.sweep.batched import balanced_groups
+from synthmed.tracking.names import TAG_STACK_FALLBACK as TAG_FALLBACK
+from synthmed.tracking.names import TAG_STACKED as TAG_BATCHED
 
 BASE = Config(image_size=32, epochs=2, batch_size=16, device="cpu", precision="fp32", experiment="batched",
               quiet=True, real_frac=0.5)
@@ -79,9 +81,9 @@ def test_batchnorm_models_fall_back_with_a_note(mlflow_uri, tiny_splits):
 
 
 def test_a_killed_batched_sweep_resumes_without_repeating(mlflow_uri, tiny_splits, monkeypatch):
-    from synthmed.sweep import batched
+    from synthmed.training import loop
 
-    real_fit, calls = batched.fit_batched, []
+    real_fit, calls = loop.fit_stack, []
 
     def dies_on_second_batch(*args, **kwargs):
         calls.append(1)
@@ -89,11 +91,11 @@ def test_a_killed_batched_sweep_resumes_without_repeating(mlflow_uri, tiny_split
             raise KeyboardInterrupt
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(batched, "fit_batched", dies_on_second_batch)
+    monkeypatch.setattr(loop, "fit_stack", dies_on_second_batch)
     config = BASE.replace(epochs=1)
     with pytest.raises(KeyboardInterrupt):
         sweep(config, simulations=4, splits=tiny_splits, parallel_simulations=2)
-    monkeypatch.setattr(batched, "fit_batched", real_fit)
+    monkeypatch.setattr(loop, "fit_stack", real_fit)
     resumed = sweep(config, simulations=4, splits=tiny_splits, parallel_simulations=2)
     assert resumed.skipped == 2 and resumed.ran == 2 and resumed.failed == []
     assert len(_children(resumed.sweep_id, "batched")) == 4

@@ -37,12 +37,12 @@ def test_early_stopping_logs_epochs_and_val_loss(mlflow_uri, tiny_splits):
 
 
 def test_failed_run_is_marked_failed_with_the_error(mlflow_uri, tiny_splits, monkeypatch):
-    import synthmed.training as training
+    from synthmed.training import loop
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(training, "fit", boom)
+    monkeypatch.setattr(loop, "fit", boom)
     with pytest.raises(RuntimeError):
         train(Config(**FAST, experiment="fails"), splits=tiny_splits)
     runs = mlflow.search_runs(experiment_names=["fails"], output_format="list")

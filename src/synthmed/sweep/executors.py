@@ -62,11 +62,11 @@ def run_task(task: Task, parent_run_id: str, splits: Splits, pm: pluggy.PluginMa
                                 tags=task.tags, run_name=task.run_name)
     except Exception as exc:  # recorded in MLflow and returned; sweep(fail_fast=True) re-raises it
         error = "".join(traceback.format_exception(exc))
-        return Outcome(task, _record_failure(task, parent_run_id, exc, error, started), error=error)
+        return Outcome(task, record_failure(task, parent_run_id, exc, error, started), error=error)
     return Outcome(task, result.run_id, dict(result.metrics))
 
 
-def _record_failure(task: Task, parent_run_id: str, exc: BaseException, error: str, started: int) -> str:
+def record_failure(task: Task, parent_run_id: str, exc: BaseException | None, error: str, started: int) -> str:
     """The FAILED child run of this attempt: train's own (it records errors), or a new one."""
     import mlflow
 
@@ -81,7 +81,7 @@ def _record_failure(task: Task, parent_run_id: str, exc: BaseException, error: s
         return runs[0].info.run_id
     # train() failed before it opened a run (e.g. a plugin's from_config): record one here
     tags = {**task.tags, "mlflow.parentRunId": parent_run_id,
-            names.TAG_ERROR: f"{type(exc).__name__}: {exc}"[:5000]}
+            names.TAG_ERROR: (f"{type(exc).__name__}: {exc}" if exc is not None else error.strip().splitlines()[-1])[:5000]}
     run_id = client.create_run(experiment_id, run_name=task.run_name, tags=tags).info.run_id
     client.log_text(run_id, error, "error.txt")
     client.set_terminated(run_id, "FAILED")

@@ -21,6 +21,7 @@ from synthmed.tracking.logger import (
     git_commit,
     load_run_config,
     mark_experiment_kind,
+    metrics_logger,
     prepare_store,
     run,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "git_commit",
     "load_run_config",
     "mark_experiment_kind",
+    "metrics_logger",
     "names",
     "prepare_store",
     "run",

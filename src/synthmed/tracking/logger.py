@@ -6,9 +6,10 @@ import functools
 import json
 import os
 import subprocess
+import time
 import traceback
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from synthmed._version import __version__
 from synthmed.config import Config
@@ -109,6 +110,11 @@ class RunLogger:
         if mlflow.get_run(self.run_id).data.params.get("generator_open_set") == "True":
             mlflow.set_tag(names.TAG_OPEN_SET, "1")
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(tags)
+
     def log_text(self, text: str, path: str) -> None:
         import mlflow
 
@@ -184,6 +190,19 @@ class RunLogger:
                 client.set_model_version_tag(name, version, key, str(value))
             client.set_registered_model_alias(name, REGISTRY_ALIAS, version)
         return info.model_uri, version
+
+
+def metrics_logger(run_id: str) -> Callable[..., None]:
+    """``log_metrics(metrics, step=None)`` into run ``run_id`` through a client: for runs not active in this thread."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+
+    def log(metrics: dict[str, float], step: int | None = None) -> None:
+        stamp = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), stamp, step or 0)
+                                          for k, v in metrics.items()])
+    return log
 
 
 @contextmanager

@@ -1,4 +1,12 @@
-"""The one training loop (Chapter 4): Adam + cross-entropy, epochs or a step budget, best epoch by validation."""
+"""The one training loop (Chapter 4): Adam + cross-entropy, epochs or a step budget, best epoch by validation.
+
+:func:`fit_stack` trains a :class:`~synthmed.training.stack.Stack` of k ≥ 1 models, one
+:class:`Member` (a run's data, config and metric sink) per model; :func:`fit` is the same loop over
+a stack of one. Each member keeps exactly what it would get alone: its own batch order and
+augmentation draws (generators seeded by its seed), its own validation, best-epoch restore and
+early stopping. A member that stops early is frozen at that point: its later steps change nothing
+it reports or keeps, and the loop ends once every member has stopped.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +14,47 @@ import copy
 import itertools
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from synthmed.config import Config
 from synthmed.evaluation import predict_logits, to_input
 from synthmed.runtime import autocast_dtype
+from synthmed.training.stack import Single, Stack
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from synthmed.data.base import ImageSet
     from synthmed.policies.base import AugmentationPolicy
 
-__all__ = ["fit", "make_optimizer", "step_budget"]
+__all__ = ["Member", "fit", "fit_stack", "make_optimizer", "step_budget"]
 
 
 def make_optimizer(params: Any, config: Config, device: str) -> torch.optim.Optimizer:
     """Adam in its fused form (one kernel over all parameters; CPU and CUDA), else foreach.
 
-    Measured on the project's 2-core CPU (CNN, batch 32, 128 px): the optimizer step takes about
-    half the time of the single-tensor form. Adam is elementwise, so the forms agree to float
-    rounding; the same form is used for every run on a device, so the same seed gives the same metrics.
+    Adam is elementwise, so the forms agree to float rounding; the same form is used for every
+    run on a device, so the same seed gives the same metrics.
     """
-    import torch
-
     try:
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     except (RuntimeError, TypeError):  # a device or dtype without a fused kernel
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
 
-def _sum_dtype(device: str) -> torch.dtype:
-    import torch
+def step_budget(config: Config, full_train_size: int) -> int | None:
+    """``budget=steps``: the optimizer steps of ``epochs`` passes over the full training split; else ``None``."""
+    if config.budget != "steps":
+        return None
+    return config.epochs * math.ceil(full_train_size / config.batch_size)
 
+
+def _sum_dtype(device: str) -> torch.dtype:
     return torch.float32 if device.startswith("mps") else torch.float64
 
 
@@ -56,91 +71,122 @@ class _Resident:
         return self.value
 
 
-def fit(
-    model: nn.Module,
-    policy: AugmentationPolicy,
-    train_set: ImageSet,
-    val_set: ImageSet | None,
-    config: Config,
-    device: str,
-    log_metrics: Any,
-    max_steps: int | None = None,
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> dict[str, Any]:
-    """Adam + cross-entropy for ``config.epochs`` (early stopping on val loss when ``patience``).
+@dataclass
+class Member:
+    """One run's part in the loop: what it trains on, its config (seed, epochs, patience) and its metric sink."""
 
-    With ``max_steps`` (``budget=steps``) it makes passes over the data until that many optimizer
-    steps are taken, the last pass cut short; a "epoch" in the logs is then one pass. ``forward``
-    computes the training logits (default: ``model``; runs pass their factory's
+    train_set: ImageSet
+    val_set: ImageSet | None
+    config: Config
+    log_metrics: Callable[..., None]
+    # --- the loop's bookkeeping ---
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    stopped: bool = False
+    passes: int = 0
+    steps: int = 0
+    order: torch.Generator = field(init=False)  # batch order
+    draws: torch.Generator = field(init=False)  # augmentation draws
+
+    def __post_init__(self) -> None:
+        self.order = torch.Generator().manual_seed(self.config.seed)
+        self.draws = torch.Generator().manual_seed(self.config.seed + 1)
+
+    def end_epoch(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
+        """Log the epoch; keep the best state by validation loss (never test loss); stop after ``patience``."""
+        self.log_metrics(metrics, step=epoch)
+        if "val_loss" not in metrics:
+            return
+        if metrics["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = metrics["val_loss"], epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.bad_epochs += 1
+            self.stopped = bool(self.config.patience) and self.bad_epochs >= self.config.patience
+
+    def outcome(self, model: nn.Module, seconds: float) -> dict[str, Any]:
+        """Restore the best epoch's state into ``model``; how the run trained."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        return {"epochs_run": self.passes, "best_epoch": self.best_epoch + 1 if self.best_epoch >= 0 else self.passes,
+                "optimizer_steps": self.steps, "train_seconds": seconds}
+
+
+def fit(model: nn.Module, policy: AugmentationPolicy, train_set: ImageSet, val_set: ImageSet | None, config: Config,
+        device: str, log_metrics: Callable[..., None], max_steps: int | None = None,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train one model in place: :func:`fit_stack` over a stack of one; returns how it trained.
+
+    ``forward`` computes the training logits (default: ``model``; runs pass their factory's
     :meth:`~synthmed.models.base.ModelFactory.training_forward`, which computes the same function).
     """
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
+    return fit_stack(Single(model, forward), policy, [Member(train_set, val_set, config, log_metrics)], device,
+                     max_steps=max_steps)[0]
 
-    opt = make_optimizer(model.parameters(), config, device)
+
+def fit_stack(models: Stack, policy: AugmentationPolicy, members: Sequence[Member], device: str,
+              max_steps: int | None = None) -> list[dict[str, Any]]:
+    """Adam + cross-entropy for the members' ``epochs`` (early stopping on val loss when ``patience``).
+
+    With ``max_steps`` (``budget=steps``) it makes passes over the data until that many optimizer
+    steps are taken, the last pass cut short; an "epoch" in the logs is then one pass. The members
+    share epochs, batch size, learning rate and precision (their cell's); their training sets
+    have one size. Trains ``models`` in place and returns, per member, how it trained.
+    """
+    config, k = members[0].config, len(members)
+    opt = make_optimizer(models.parameters(), config, device)
     amp = autocast_dtype(config, device)
     device_type = device.split(":")[0]
-    order_rng = torch.Generator().manual_seed(config.seed)  # batch order
-    aug_rng = torch.Generator().manual_seed(config.seed + 1)  # augmentation draws
-    best = {"val_loss": math.inf, "epoch": -1, "state": None}
-    bad_epochs, steps, passes_run = 0, 0, 0
+    resident = [_Resident(device) for _ in members]
     passes = itertools.count() if max_steps is not None else range(config.epochs)
     bar = tqdm(passes, desc="epochs", unit="epoch", disable=config.quiet, leave=False,
                total=None if max_steps is not None else config.epochs)
-    resident = _Resident(device)
+    steps = 0
     started = time.perf_counter()
     for epoch in bar:
-        if max_steps is not None and steps >= max_steps:
+        if (max_steps is not None and steps >= max_steps) or all(m.stopped for m in members):
             break
-        data = policy.epoch_set(train_set, epoch, aug_rng)
-        images, labels = resident.get(data)  # uint8 images and labels on the device, moved once per set
-        perm = torch.randperm(len(data), generator=order_rng)
-        if max_steps is not None:  # the last pass stops at the budget
-            perm = perm[: (max_steps - steps) * config.batch_size]
-        perm = perm.to(device)
-        model.train()
-        total = torch.zeros((), device=device, dtype=_sum_dtype(device))  # no host sync per step
+        data = [policy.epoch_set(m.train_set, epoch, m.draws) for m in members]
+        tensors = [r.get(d) for r, d in zip(resident, data)]  # uint8 images and labels on the device, moved once per set
+        perms = []
+        for d, m in zip(data, members):
+            perm = torch.randperm(len(d), generator=m.order)
+            if max_steps is not None:  # the last pass stops at the budget
+                perm = perm[: (max_steps - steps) * config.batch_size]
+            perms.append(perm.to(device))
+        models.train()
+        total = torch.zeros(k, device=device, dtype=_sum_dtype(device))  # no host sync per step
         seen = 0
-        for start in tqdm(range(0, len(perm), config.batch_size), desc=f"epoch {epoch + 1}", unit="batch",
+        for start in tqdm(range(0, len(perms[0]), config.batch_size), desc=f"epoch {epoch + 1}", unit="batch",
                           disable=config.quiet, leave=False):
-            rows = perm[start : start + config.batch_size]
-            batch = policy.augment(images[rows], aug_rng)  # (B, 1, H, W) uint8, on the device
-            x = to_input(batch).contiguous(memory_format=torch.channels_last)
-            y = labels[rows]
+            rows = [perm[start : start + config.batch_size] for perm in perms]
+            batches = policy.augment_many([images[r] for (images, _), r in zip(tensors, rows)],
+                                          [m.draws for m in members])  # k × (B, 1, H, W) uint8, on the device
+            x = to_input(torch.stack(batches))  # (k, B, 1, H, W)
+            y = torch.stack([labels[r] for (_, labels), r in zip(tensors, rows)])  # (k, B)
             with torch.autocast(device_type=device_type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = (forward or model)(x)
-            loss = F.cross_entropy(logits.float(), y)
+                logits = models.logits(x)  # (k, B, C)
+            losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()  # each model's gradient is that of its own mean loss
             opt.step()
-            total += loss.detach() * len(rows)
-            seen += len(rows)
+            total += losses.detach() * y.shape[1]
+            seen += y.shape[1]
             steps += 1
-        passes_run += 1
-        epoch_metrics = {"train_loss": total.item() / max(seen, 1)}  # the one sync of the epoch
-        if val_set is not None and len(val_set):
-            val_logits = predict_logits(model, val_set.images, device=device)
-            epoch_metrics["val_loss"] = F.cross_entropy(val_logits, val_set.labels).item()
-        log_metrics(epoch_metrics, step=epoch)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in epoch_metrics.items()})
-        if "val_loss" in epoch_metrics:
-            if epoch_metrics["val_loss"] < best["val_loss"]:
-                best = {"val_loss": epoch_metrics["val_loss"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-                if config.patience and bad_epochs >= config.patience:
-                    break
-    train_seconds = time.perf_counter() - started  # each epoch ended in a sync (its train loss), so this is real
-    if best["state"] is not None:  # restore the best epoch by validation loss (never by test loss)
-        model.load_state_dict(best["state"])
-    return {"epochs_run": passes_run, "best_epoch": best["epoch"] + 1 if best["epoch"] >= 0 else passes_run,
-            "optimizer_steps": steps, "train_seconds": train_seconds}
-
-
-def step_budget(config: Config, full_train_size: int) -> int | None:
-    """``budget=steps``: the optimizer steps of ``epochs`` passes over the full training split; else ``None``."""
-    if config.budget != "steps":
-        return None
-    return config.epochs * math.ceil(full_train_size / config.batch_size)
+        train_loss = (total / max(seen, 1)).tolist()  # the one sync of the epoch
+        models.sync()
+        for i, (member, model) in enumerate(zip(members, models.models)):
+            if member.stopped:  # frozen where it stopped: its later steps are never reported or kept
+                continue
+            member.passes, member.steps = member.passes + 1, steps
+            metrics = {"train_loss": train_loss[i]}
+            if member.val_set is not None and len(member.val_set):
+                val_logits = predict_logits(model, member.val_set.images, device=device)
+                metrics["val_loss"] = F.cross_entropy(val_logits, member.val_set.labels).item()
+            member.end_epoch(model, epoch, metrics)
+        if k == 1:
+            bar.set_postfix({name: f"{value:.4f}" for name, value in metrics.items()})
+    seconds = time.perf_counter() - started  # each epoch ended in a sync (its train loss), so this is real
+    return [m.outcome(model, seconds) for m, model in zip(members, models.models)]
