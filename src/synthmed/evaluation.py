@@ -37,8 +37,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int | 
                    device: str = "cpu") -> torch.Tensor:
     """Logits ``(N, C)`` in float32 for uint8 images, in eval mode, without gradients.
 
-    ``batch_size`` defaults to 64 on the CPU, where larger batches only hold more memory (the
-    128-px CNN's first activations are 2 MB an image), and 256 on accelerators.
+    ``batch_size`` defaults to 64 on the CPU, where larger batches only hold more memory for the
+    same speed, and 256 on accelerators.
     """
     import torch
 

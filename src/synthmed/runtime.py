@@ -29,10 +29,9 @@ HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
 def use_huge_pages() -> None:
     """Let PyTorch back large CPU tensors with transparent huge pages, unless the environment already says.
 
-    A training step of the 128-px CNN allocates several activations of 67 MB. The C library maps each
-    one afresh and the kernel zeroes it 4 KiB page by page: about 122,000 page faults a step on this
-    project's CPU, against about 7,000 with huge pages (``/usr/bin/time -f %R``, 12 steps less 2).
-    PyTorch reads the variable once, at its first CPU allocation of any size (importing torch makes
+    A training step of the 128-px CNN allocates several large activations. The C library maps each
+    one afresh and the kernel zeroes it 4 KiB page by page; huge pages cut those page faults
+    (docs/training.md, "Memory from the C library", gives the measurements). PyTorch reads the variable once, at its first CPU allocation of any size (importing torch makes
     none), so this only takes effect before that: :func:`tune_memory` calls it where
     :func:`keep_freed_memory` does not apply, and the CLI calls that first thing,
     :func:`synthmed.train` and sweeps too (in time when they are the first thing a script does);
@@ -52,13 +51,11 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed large blocks for reuse instead of handing them back to the kernel.
 
     By default glibc maps every block over 32 MiB afresh (``mmap``) and unmaps it when freed, so each
-    of a training step's large activations (67 MB at 128 px, batch 32) arrives as fresh pages the
-    kernel must fault in and zero again, step after step. With ``mallopt(M_MMAP_MAX, 0)`` large blocks
-    come from the heap, and with a trim threshold of 1 GiB freed ones stay there to be reused. On this
-    project's 2-core CPU (the module's step at 128 px, batch 32, fp32) the minor page faults fell from
-    about 179,000 a step to about 4,000, and a step from 0.53-0.55 s to 0.26-0.30 s (0.34-0.39 s with
-    huge pages alone, the earlier default); ``benchmarks/bench_speed.py`` measures it end to end. Peak
-    memory rises, because the process keeps what it freed.
+    of a training step's large activations arrives as fresh pages the kernel must fault in and zero
+    again, step after step. With ``mallopt(M_MMAP_MAX, 0)`` large blocks come from the heap, and with
+    a trim threshold of 1 GiB freed ones stay there to be reused: far fewer page faults and faster
+    steps (docs/training.md gives the measurements; ``benchmarks/bench_speed.py`` measures it end to
+    end). Peak memory rises, because the process keeps what it freed.
 
     Takes effect at once, for later allocations. Only on Linux with glibc, and only when the
     environment sets none of glibc's malloc variables (:data:`GLIBC_MALLOC_ENV`, ``GLIBC_TUNABLES``
@@ -101,10 +98,8 @@ def release_freed_memory() -> None:
 def tune_memory() -> None:
     """:func:`keep_freed_memory`, else :func:`use_huge_pages`: what the CLI, ``train`` and sweeps do first.
 
-    With freed blocks kept, huge pages no longer pay: measured on this project's CPU (128 px, batch
-    32), a step faulted about 4,000 times with freed blocks kept, 0 with both, 11,700 with huge pages
-    alone and 179,000 with neither; steps/s were the same within the noise with or without huge
-    pages, and peak memory 1.22 GB without them against 1.44 GB with them.
+    With freed blocks kept, huge pages no longer pay: they add peak memory and no speed beyond the
+    noise (docs/training.md gives the measurements).
     """
     if not keep_freed_memory():
         use_huge_pages()

@@ -74,8 +74,8 @@ class DdpmGenerator(Generator):
         ema: EMA decay of the weights used for sampling (0 turns EMA off).
         init: warm-start checkpoint (``.pt`` from the fit cache or a diffusers UNet folder).
         device: ``auto`` (the run's ``device``), ``cpu``, ``cuda``, ``cuda:N``.
-        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU: bf16 autocast was 30x slower on
-            the 2-core CPU it was measured on), ``bf16`` or ``fp32``.
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU, where bf16 autocast measured far
+            slower: docs/generators.md), ``bf16`` or ``fp32``.
     """
 
     name = "ddpm"
@@ -176,7 +176,7 @@ class DdpmGenerator(Generator):
 
         kind = torch.device(device).type
         if self.precision == "fp32" or (self.precision == "auto" and kind != "cuda"):
-            return contextlib.nullcontext()  # auto: bf16 on CUDA only (measured 30x slower on this CPU)
+            return contextlib.nullcontext()  # auto: bf16 on CUDA only (far slower on a CPU: docs/generators.md)
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
     def _to_model(self, images: torch.Tensor) -> torch.Tensor:

@@ -99,8 +99,8 @@ class CNN(ModelFactory):
         ReLU never lowers an order, so it commutes with a max: the pooled values are the same, and
         so is each gradient (where a window's maximum is positive it is the same element, and where
         it is not, both orders give it no gradient). ReLU then runs on a quarter of the elements and
-        keeps no full-size output. ``tests/test_models.py`` checks equality to the last bit. Measured
-        on the project's 2-core CPU (128 px, batch 32, fp32): about 1.2-1.4x the module's steps/s.
+        keeps no full-size output. ``tests/test_models.py`` checks equality to the last bit; docs/models.md
+        gives the speed measured.
         """
         import torch
 
