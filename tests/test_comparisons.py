@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from synthmed.sweep.comparisons import (
+from synthmed.stats import (
     cohen_dz, hodges_lehmann, hodges_lehmann_ci, holm, rank_biserial, signed_rank_cdf, wilcoxon_p)
-from synthmed.sweep.equivalence import describe, invert_curve, isotonic_decreasing, real_scan_equivalent, \
+from synthmed.stats.equivalence import describe, invert_curve, isotonic_decreasing, real_scan_equivalent, \
     real_scan_equivalents
+from synthmed.tracking.names import HEADLINE
 
 finite = st.floats(-5, 5, allow_nan=False, allow_infinity=False)
 
@@ -95,17 +96,19 @@ def table(curve: dict[float, float], policy_medians: dict[float, float], n: int 
 
 def test_a_linear_curve_gives_the_exact_fraction():
     results = table({0.2: 1.0, 0.6: 0.6, 1.0: 0.2}, {0.3: 0.5})
-    row = real_scan_equivalent(results, "cnn", "synthetic", 0.3, n_boot=200)
+    row = real_scan_equivalent(results, "cnn", "synthetic", 0.3, metric=HEADLINE, n_boot=200)
     assert row["status"] == "ok" and row["equivalent"] == pytest.approx(0.7, abs=1e-6)
     assert row["ci_low"] <= row["equivalent"] <= row["ci_high"]
     assert describe(row).startswith("30% real + synthetic ≈ 70% real [")
 
 
 def test_beyond_and_at_most_are_never_extrapolated():
-    beyond = real_scan_equivalent(table({0.3: 0.9, 1.0: 0.5}, {0.3: 0.4}), "cnn", "synthetic", 0.3, n_boot=50)
+    beyond = real_scan_equivalent(table({0.3: 0.9, 1.0: 0.5}, {0.3: 0.4}), "cnn", "synthetic", 0.3,
+                                  metric=HEADLINE, n_boot=50)
     assert beyond["status"] == "beyond" and beyond["equivalent"] == math.inf
     assert "beyond the largest fraction" in describe(beyond)
-    worse = real_scan_equivalent(table({0.3: 0.9, 1.0: 0.5}, {0.3: 1.2}), "cnn", "synthetic", 0.3, n_boot=50)
+    worse = real_scan_equivalent(table({0.3: 0.9, 1.0: 0.5}, {0.3: 1.2}), "cnn", "synthetic", 0.3,
+                                 metric=HEADLINE, n_boot=50)
     assert worse["status"] == "at_most" and worse["equivalent"] == 0.3
 
 
@@ -115,16 +118,16 @@ def test_non_monotone_noise_still_gives_a_monotone_fit_and_a_sensible_answer():
     x, status = invert_curve([0.2, 0.4, 0.6, 0.8], fit, 0.75)
     assert (x, status) == (0.4, "ok")  # the smallest fraction reaching the target on a flat stretch
     results = table({0.2: 1.0, 0.4: 0.7, 0.6: 0.8, 0.8: 0.5}, {0.2: 0.6}, noise=0.01, seed=3)
-    row = real_scan_equivalent(results, "cnn", "synthetic", 0.2, n_boot=200)
+    row = real_scan_equivalent(results, "cnn", "synthetic", 0.2, metric=HEADLINE, n_boot=200)
     assert 0.6 <= row["equivalent"] <= 0.8 and row["ci_low"] <= row["equivalent"] <= row["ci_high"]
 
 
 def test_seeded_and_only_with_two_baseline_fractions():
     results = table({0.2: 1.0, 1.0: 0.2}, {0.2: 0.6}, noise=0.02)
-    a = real_scan_equivalents(results, n_boot=100, seed=1)
-    assert a.equals(real_scan_equivalents(results, n_boot=100, seed=1)) and len(a) == 1
+    a = real_scan_equivalents(results, metric=HEADLINE, n_boot=100, seed=1)
+    assert a.equals(real_scan_equivalents(results, metric=HEADLINE, n_boot=100, seed=1)) and len(a) == 1
     one = table({1.0: 0.2}, {0.2: 0.6})
-    assert real_scan_equivalents(one).empty
+    assert real_scan_equivalents(one, metric=HEADLINE).empty
 
 
 def test_a_cell_that_is_the_baselines_own_runs_gets_no_equivalent():
@@ -133,7 +136,66 @@ def test_a_cell_that_is_the_baselines_own_runs_gets_no_equivalent():
     shared = (results["policy"] == "synthetic") & (results["real_frac"] == 1.0)
     results.loc[shared, "run_id"] = results.loc[(results["policy"] == "none") & (results["real_frac"] == 1.0),
                                                 "run_id"].to_numpy()  # the sweep trained it once, as none
-    table_ = real_scan_equivalents(results, n_boot=50)
+    table_ = real_scan_equivalents(results, metric=HEADLINE, n_boot=50)
     assert table_["real_frac"].tolist() == [0.3]  # 100% real + synthetic ≈ 100% would be true and empty
     results["run_id"] = [f"r{i}" for i in range(len(results))]  # trained apart: it has its own answer
-    assert sorted(real_scan_equivalents(results, n_boot=50)["real_frac"]) == [0.3, 1.0]
+    assert sorted(real_scan_equivalents(results, metric=HEADLINE, n_boot=50)["real_frac"]) == [0.3, 1.0]
+
+
+# --- the hand-written statistics against scipy and statsmodels ----------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=30), st.data())
+def test_holm_leaves_nan_out_of_the_family_as_statsmodels_would_without_them(p, data):
+    from statsmodels.stats.multitest import multipletests
+
+    holes = data.draw(st.lists(st.booleans(), min_size=len(p), max_size=len(p)))
+    with_nan = np.where(holes, math.nan, p)
+    kept = ~np.asarray(holes)
+    out = holm(with_nan)
+    assert np.isnan(out[~kept]).all()
+    if kept.any():
+        assert np.allclose(out[kept], multipletests(with_nan[kept], method="holm")[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False).map(lambda v: round(v, 3)), min_size=2, max_size=40, unique=True))
+def test_wilcoxon_p_without_ties_is_scipys_exact_test(d):
+    from scipy.stats import wilcoxon
+
+    nonzero = [v for v in d if v != 0]
+    assume(len(nonzero) == len(d) and len({abs(v) for v in d}) == len(d))  # zeros and ties: the other branch
+    assert wilcoxon_p(d) == pytest.approx(wilcoxon(d, method="exact").pvalue)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False).map(lambda v: round(v, 1)), min_size=1, max_size=30))
+def test_rank_biserial_is_scipys_signed_rank_sum_rescaled(d):
+    """r = 2 W+ / (W+ + W-) - 1, with W+ scipy's one-sided statistic (ties at mid-ranks, zeros dropped)."""
+    from scipy.stats import wilcoxon
+
+    nonzero = np.asarray([v for v in d if v != 0])
+    if nonzero.size == 0:
+        assert math.isnan(rank_biserial(d))
+        return
+    w_plus = wilcoxon(nonzero, alternative="greater", method="approx").statistic
+    total = nonzero.size * (nonzero.size + 1) / 2
+    assert rank_biserial(d) == pytest.approx(2 * w_plus / total - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(finite, min_size=2, max_size=30))
+def test_cohen_dz_is_the_one_sample_t_over_root_n(d):
+    from scipy.stats import ttest_1samp
+
+    assume(np.std(d, ddof=1) > 1e-6)  # no spread: NaN here, a division by zero there
+    assert cohen_dz(d) == pytest.approx(ttest_1samp(d, 0.0).statistic / math.sqrt(len(d)), rel=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(finite, st.floats(0.5, 10)), min_size=1, max_size=25))
+def test_isotonic_fit_is_scipys(points):
+    from scipy.optimize import isotonic_regression
+
+    y, w = (list(t) for t in zip(*points))
+    expected = isotonic_regression(y, weights=w, increasing=False).x
+    assert np.allclose(isotonic_decreasing(y, w), expected)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synthmed.sweep.stats import (
+from synthmed.stats import (
     bootstrap_ci,
     pair_name,
     paired_difference,
@@ -18,6 +18,7 @@ from synthmed.sweep.stats import (
     summarize,
     summary_table,
 )
+from synthmed.tracking.names import SWEEP_METRICS as METRICS
 
 losses = st.lists(st.floats(min_value=0.0, max_value=50.0, allow_nan=False), min_size=1, max_size=40)
 FAST = settings(max_examples=60, deadline=None)
@@ -107,7 +108,7 @@ def _results() -> pd.DataFrame:
 
 
 def test_summary_table_counts_per_cell():
-    table = summary_table(_results())
+    table = summary_table(_results(), METRICS)
     assert len(table) == 4
     n = {(r.policy, r.real_frac): r.n for r in table.itertuples()}
     assert n[("none", 0.3)] == 4 and n[("synthetic", 1.0)] == 5
@@ -115,7 +116,7 @@ def test_summary_table_counts_per_cell():
 
 
 def test_pairs_table_pairs_by_simulation():
-    pairs = pairs_table(_results()).set_index("name")
+    pairs = pairs_table(_results(), METRICS).set_index("name")
     assert set(pairs.index) == {
         "cnn.synthetic_vs_none.0.3", "cnn.synthetic_vs_none.1",
         "cnn.none.0.3_vs_1", "cnn.synthetic.0.3_vs_1",
@@ -134,14 +135,27 @@ def test_a_cell_that_shares_another_cells_runs_is_not_compared_with_it():
     none_at_1 = results[(results.real_frac == 1.0) & (results.policy == "none")]
     results.loc[shared_rows.index, [c for c in results if c not in ("policy",)]] = none_at_1[
         [c for c in results if c not in ("policy",)]].to_numpy()  # synthetic@1 = none@1's runs
-    names = set(pairs_table(results)["name"])
+    names = set(pairs_table(results, METRICS)["name"])
     assert "cnn.synthetic_vs_none.1" not in names  # would be all-zero differences, p = 1
     assert {"cnn.synthetic_vs_none.0.3", "cnn.none.0.3_vs_1", "cnn.synthetic.0.3_vs_1"} <= names
-    pairs = pairs_table(results).set_index("name")
-    without_run_ids = pairs_table(results.drop(columns="run_id")).set_index("name")  # runs unknown: compared
+    pairs = pairs_table(results, METRICS).set_index("name")
+    without_run_ids = pairs_table(results.drop(columns="run_id"), METRICS).set_index("name")  # runs unknown: compared
     assert len(without_run_ids) == len(pairs) + 1
 
 
 def test_pair_names():
     assert pair_name("cnn", "basic", 0.3, "none", 0.3) == "cnn.basic_vs_none.0.3"
     assert pair_name("cnn", "none", 0.5, "none", 1.0) == "cnn.none.0.5_vs_1"
+
+
+@FAST
+@given(st.lists(st.floats(0.0, 50.0, allow_nan=False), min_size=2, max_size=40), st.integers(0, 2**31 - 1),
+       st.sampled_from([0.8, 0.9, 0.95]))
+def test_bootstrap_is_scipys_percentile_bootstrap(values, seed, level):
+    """The same resamples from the same generator: the same interval as scipy.stats.bootstrap."""
+    from scipy.stats import bootstrap
+
+    ours = bootstrap_ci(values, np.median, level=level, n_boot=300, seed=seed)
+    theirs = bootstrap((np.asarray(values),), np.median, confidence_level=level, n_resamples=300,
+                       method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    assert ours == pytest.approx((theirs.low, theirs.high))

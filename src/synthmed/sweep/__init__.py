@@ -6,8 +6,8 @@ The room's parts, in the order a sweep uses them:
 * :mod:`.run` — :func:`sweep`: find or create the parent run, run what is missing, publish;
 * :mod:`.executors` — where simulations train: this process, worker processes, or Ray;
 * :mod:`.results` — a sweep as found in MLflow, one row per finished simulation;
-* :mod:`.stats` — summaries, bootstrap intervals, paired comparisons (plain arrays);
-* :mod:`.report` and :mod:`.render` — tables, figures and the Markdown/HTML report.
+* :mod:`.report` and :mod:`.render` — the tables (made by :mod:`synthmed.stats`, Chapter 7's
+  statistics, beside this package), figures and the Markdown/HTML report.
 
 ``synthmed.sweep(...)`` calls :func:`synthmed.sweep.run.sweep`: this package is callable, so the
 documented ``synthmed.sweep(config, policies=..., ...)`` keeps working even after

@@ -8,13 +8,17 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from synthmed.figures import pyplot
+from synthmed.stats.equivalence import describe, isotonic_decreasing
 from synthmed.tracking.names import HEADLINE
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from synthmed.stats.tables import Tables
     from synthmed.sweep.results import SweepData
 
 DEFINITIONS = (
@@ -34,8 +38,6 @@ DEFINITIONS = (
 
 def distribution_figure(results: pd.DataFrame, model: str, policies: list[str], fracs: list[float]) -> Figure:
     """Test cross-entropy per policy at each real fraction: points over box plots (thesis Fig. 7.2)."""
-    import numpy as np
-
     plt = pyplot()
     fig, axes = plt.subplots(1, len(fracs), figsize=(max(4.8, 1.2 + 0.9 * len(policies) * len(fracs)), 4.2),  # wide enough for the title
                              sharey=True, squeeze=False)
@@ -91,6 +93,46 @@ def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Fig
     return fig
 
 
+def equivalence_figure(results: pd.DataFrame, table: pd.DataFrame, model: str, *, metric: str = HEADLINE,
+                       baseline: str = "none") -> Figure:
+    """The baseline's medians and monotone fit against the fraction, each policy projected onto it.
+
+    ``table`` is :func:`synthmed.stats.equivalence.real_scan_equivalents` of ``metric`` over ``results``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    base = results[(results["model"] == model) & (results["policy"] == baseline)]
+    fracs = sorted(base["real_frac"].unique())
+    medians = [float(base.loc[np.isclose(base["real_frac"], f), metric].median()) for f in fracs]
+    sizes = [int(np.isclose(base["real_frac"], f).sum()) for f in fracs]
+    fitted = isotonic_decreasing(medians, sizes)
+    ax.plot(fracs, medians, "o", color="black", label=f"{baseline}: median per fraction")
+    ax.plot(fracs, fitted, "-", color="black", alpha=0.6, label=f"{baseline}: monotone fit")
+    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"])
+    shown: dict[str, str] = {}
+    for row in table[table["model"] == model].to_dict("records"):
+        first = row["policy"] not in shown
+        color = shown.setdefault(row["policy"], next(colors, "tab:gray"))
+        y, x0, xs = row["median"], row["real_frac"], row["equivalent"]
+        ax.plot([x0], [y], "s", color=color, label=f"{row['policy']}: median at its real fraction" if first else None)
+        if row["status"] == "ok" and math.isfinite(xs):
+            ax.plot([x0, xs], [y, y], ":", color=color)
+            ax.plot([xs, xs], [y, ax.get_ylim()[0]], "--", color=color, alpha=0.7)
+            if math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]):
+                ax.errorbar([xs], [y], xerr=[[xs - row["ci_low"]], [max(row["ci_high"], xs) - xs]], fmt="none",
+                            ecolor=color, capsize=3)
+        elif row["status"] == "beyond":
+            ax.annotate("beyond", (x0, y), textcoords="offset points", xytext=(6, -10), color=color, fontsize=8)
+    ax.set_xlabel("real fraction")
+    ax.set_ylabel(f"median {metric}")
+    ax.set_title(f"{model}: real-scan equivalent of each policy (dashed: X*)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # --- tables as text --------------------------------------------------------------------------------
 def _num(v: Any, digits: int = 4) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
@@ -142,8 +184,6 @@ def _hl(row: dict[str, Any], metric: str) -> str:
 
 def equivalence_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """One row per (model, policy, fraction): its median and the real fraction it is worth."""
-    from synthmed.sweep.equivalence import describe
-
     head = ["model", "policy", "real fraction", "median cross-entropy", "real-scan equivalent [95% CI]"]
     body = [[r["model"], r["policy"], f"{r['real_frac']:g}", _num(r["median"]), describe(r)]
             for r in table.to_dict("records")]
@@ -169,15 +209,10 @@ def _html_table(head: list[str], body: list[list[str]]) -> str:
 
 
 # --- the report ------------------------------------------------------------------------------------
-def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd.DataFrame,
-                 equivalents: pd.DataFrame | None = None) -> list[Path]:
+def write_report(folder: Path, data: SweepData, tables: Tables) -> list[Path]:
     """Write ``summary.csv``, ``pairs.csv``, ``equivalence.csv``, ``figures/*.png``, ``report.md`` and ``report.html``."""
-    from synthmed.sweep.equivalence import COLUMNS, equivalence_figure
-
-    import pandas as pd
-
     plt = pyplot()
-    equivalents = equivalents if equivalents is not None else pd.DataFrame(columns=COLUMNS)
+    summary, pairs, equivalents = tables.summary, tables.pairs, tables.equivalents
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     summary.to_csv(folder / "summary.csv", index=False)
     pairs.to_csv(folder / "pairs.csv", index=False)
@@ -202,16 +237,16 @@ def write_report(folder: Path, data: SweepData, summary: pd.DataFrame, pairs: pd
              f"{data.simulations} simulations per cell. {len(data.results)} of {total} simulations finished"
              + (f", {data.failed} missing (failed or not run: rerun the same command to retry them)."
                 if data.failed else "."))
-    tables = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
+    sections = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
     if len(equivalents):
-        tables.append(("Real-scan equivalent", equivalence_rows(equivalents)))
+        sections.append(("Real-scan equivalent", equivalence_rows(equivalents)))
     from synthmed.sweep.provenance import provenance_line
 
     line = provenance_line(data.provenance)
     md = [f"# Sweep {data.sweep_id}", intro, line, DEFINITIONS]
     doc = [f"<h1>Sweep {html.escape(data.sweep_id)}</h1>", f"<p>{html.escape(intro)}</p>",
            f"<p><b>{html.escape(line)}</b></p>", f"<p>{_emphasis(DEFINITIONS)}</p>"]
-    for title, (head, body) in tables:
+    for title, (head, body) in sections:
         md += [f"## {title}", _md_table(head, body)]
         doc += [f"<h2>{title}</h2>", _html_table(head, body)]
     md.append("## Figures")

@@ -63,7 +63,7 @@ def load_sweep(parent_run_id: str, client: MlflowClient | None = None) -> SweepD
     parent = client.get_run(parent_run_id)
     tags, params = parent.data.tags, parent.data.params
     if tags.get(names.TAG_SWEEP) != "1" or names.TAG_SWEEP_ID not in tags:
-        raise SynthmedError(f"run {parent_run_id} is not a sweep's parent run (no tag synthmed.sweep=1) — "
+        raise SynthmedError(f"run {parent_run_id} is not a sweep's parent run (no tag {names.TAG_SWEEP}=1) — "
                             f"pass the run id of the sweep itself, shown by `synthmed sweep`")
     sweep_id, n = tags[names.TAG_SWEEP_ID], int(tags.get(names.TAG_SIMULATIONS, "0"))
     models = [m.strip() for m in params["models"].split(",")]

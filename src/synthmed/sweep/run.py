@@ -80,8 +80,8 @@ def sweep(
         models, policies, real_fracs: the grid (lists or comma-separated strings).
         simulations: N per cell; raising it later extends the same sweep.
         seed: sweep seed (default ``config.seed``); simulation seeds derive from it.
-        gradcam: log the Grad-CAM panel in every child (2.9 to 6.9 s per run at 128 px on a 2-core
-            CPU across runs of ``benchmarks/bench_speed.py``; 1.55 s on an H200). ``None`` (default): on, unless the generator sends images off this
+        gradcam: log the Grad-CAM panel in every child (seconds per run: the README's benchmark
+            tables give its measured cost). ``None`` (default): on, unless the generator sends images off this
             machine, where every run's panel would pay for its variations.
         log_model: log the model in every child (off by default: costly, not summarised).
         workers: local processes (``executor='local'``); 1 runs in this process.

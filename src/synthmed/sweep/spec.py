@@ -12,9 +12,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from synthmed.tracking import names
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
+from synthmed.stats.cells import frac_label  # re-exported: how a real fraction is written everywhere
+from synthmed.tracking import names
 
 __all__ = ["Cell", "SweepSpec", "Task", "frac_label", "simulation_seed"]
 
@@ -28,11 +29,6 @@ _NOT_IN_SPEC = ("model", "policy", "real_frac", "seed", "register", "gradcam", "
 
 #: policies that add nothing at real fraction 1.0 when ``synth_frac`` is unset (see SweepSpec.shared_cells)
 SHARED_WITH_NONE = ("synthetic", "oversample")
-
-
-def frac_label(frac: float) -> str:
-    """``0.3`` → ``'0.3'``: how a real fraction is written in tags, metric names and tables."""
-    return f"{float(frac):g}"
 
 
 def simulation_seed(sweep_seed: int, simulation: int) -> int:

@@ -1,39 +1,38 @@
 """The real-scan equivalent: how many real scans a policy's training data is worth.
 
 For a policy P at real fraction X, in a sweep that also runs the baseline (``none``) at two or more
-fractions: fit the baseline's median test cross-entropy as a non-increasing function of the
-fraction (isotonic regression, pool-adjacent-violators, then linear interpolation between the
-fractions), and read off the fraction X* at which it equals P's median. "30% real + synthetic ≈
-62% real [55%, 70%]". The interval is a percentile bootstrap over simulations (each cell's
-simulations resampled with replacement, the curve refitted, X* read again).
+fractions: fit the baseline's median of a metric (lower is better: the test cross-entropy) as a
+non-increasing function of the fraction (isotonic regression, pool-adjacent-violators, then linear
+interpolation between the fractions), and read off the fraction X* at which it equals P's median.
+"30% real + synthetic ≈ 62% real [55%, 70%]". The interval is a percentile bootstrap over
+simulations (each cell's simulations resampled with replacement, the curve refitted, X* read again).
 
 X* is never extrapolated: when P beats the baseline even at its largest fraction the answer is
 "beyond" that fraction (``inf``); when P is worse than the baseline at its smallest fraction it is
-"at most" that fraction. Plain arrays and pandas: no MLflow.
+"at most" that fraction. The figure of it is drawn by :func:`synthmed.sweep.render.equivalence_figure`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
-from synthmed.tracking.names import HEADLINE
-from synthmed.sweep.stats import same_runs
+from synthmed.stats.cells import same_runs
 
-if TYPE_CHECKING:
-    import pandas as pd
-    from matplotlib.figure import Figure
-
-__all__ = ["COLUMNS", "describe", "equivalence_figure", "invert_curve", "isotonic_decreasing",
-           "real_scan_equivalent", "real_scan_equivalents"]
+__all__ = ["COLUMNS", "describe", "invert_curve", "isotonic_decreasing", "real_scan_equivalent",
+           "real_scan_equivalents"]
 
 COLUMNS = ["model", "policy", "real_frac", "median", "equivalent", "ci_low", "ci_high", "status"]
 
 
 def isotonic_decreasing(y: Sequence[float] | np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
-    """The non-increasing sequence closest to ``y`` in weighted least squares (pool adjacent violators)."""
+    """The non-increasing sequence closest to ``y`` in weighted least squares (pool adjacent violators).
+
+    The same fit as ``scipy.optimize.isotonic_regression(y, weights=weights, increasing=False)``.
+    """
     values = [float(v) for v in y]
     w = [1.0] * len(values) if weights is None else [float(v) for v in weights]
     blocks: list[list[float]] = []  # [mean, weight, count]
@@ -77,10 +76,10 @@ def _point(curve: dict[float, np.ndarray], target: np.ndarray) -> tuple[float, s
     return invert_curve(fracs, isotonic_decreasing(medians, [len(curve[f]) for f in fracs]), float(np.median(target)))
 
 
-def real_scan_equivalent(results: pd.DataFrame, model: str, policy: str, real_frac: float, *,
-                         metric: str = HEADLINE, baseline: str = "none", n_boot: int = 1000, level: float = 0.95,
+def real_scan_equivalent(results: pd.DataFrame, model: str, policy: str, real_frac: float, *, metric: str,
+                         baseline: str = "none", n_boot: int = 1000, level: float = 0.95,
                          seed: int = 0) -> dict[str, Any]:
-    """X* for one cell, with its bootstrap interval (keys of :data:`COLUMNS`)."""
+    """X* of ``metric`` for one cell, with its bootstrap interval (keys of :data:`COLUMNS`)."""
     base_fracs = sorted(results.loc[(results["model"] == model) & (results["policy"] == baseline), "real_frac"].unique())
     curve = {float(f): _cell(results, model, baseline, f, metric) for f in base_fracs}
     curve = {f: v for f, v in curve.items() if v.size}
@@ -100,14 +99,12 @@ def real_scan_equivalent(results: pd.DataFrame, model: str, policy: str, real_fr
     return {**out, "equivalent": x_star, "ci_low": low, "ci_high": high, "status": status}
 
 
-def real_scan_equivalents(results: pd.DataFrame, *, metric: str = HEADLINE, baseline: str = "none",
-                          n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def real_scan_equivalents(results: pd.DataFrame, *, metric: str, baseline: str = "none", n_boot: int = 1000,
+                          seed: int = 0) -> pd.DataFrame:
     """X* for every (model, policy other than the baseline, fraction) whose model has the baseline at 2+ fractions.
 
     A cell made of the baseline's own runs at that fraction (shared by construction) is left out.
     """
-    import pandas as pd
-
     rows = []
     for model in results["model"].unique() if len(results) else []:
         mine = results[results["model"] == model]
@@ -134,40 +131,3 @@ def describe(row: dict[str, Any]) -> str:
     value = ("beyond the largest fraction run" if row["status"] == "beyond"
              else f"at most {_pct(x)}" if row["status"] == "at_most" else _pct(x))
     return f"{head} ≈ {value} real [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
-
-
-def equivalence_figure(results: pd.DataFrame, table: pd.DataFrame, model: str, *, metric: str = HEADLINE,
-                       baseline: str = "none") -> Figure:
-    """The baseline's medians and monotone fit against the fraction, each policy projected onto it."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    base = results[(results["model"] == model) & (results["policy"] == baseline)]
-    fracs = sorted(base["real_frac"].unique())
-    medians = [float(base.loc[np.isclose(base["real_frac"], f), metric].median()) for f in fracs]
-    sizes = [int(np.isclose(base["real_frac"], f).sum()) for f in fracs]
-    fitted = isotonic_decreasing(medians, sizes)
-    ax.plot(fracs, medians, "o", color="black", label=f"{baseline}: median per fraction")
-    ax.plot(fracs, fitted, "-", color="black", alpha=0.6, label=f"{baseline}: monotone fit")
-    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"])
-    shown: dict[str, str] = {}
-    for row in table[table["model"] == model].to_dict("records"):
-        first = row["policy"] not in shown
-        color = shown.setdefault(row["policy"], next(colors, "tab:gray"))
-        y, x0, xs = row["median"], row["real_frac"], row["equivalent"]
-        ax.plot([x0], [y], "s", color=color, label=f"{row['policy']}: median at its real fraction" if first else None)
-        if row["status"] == "ok" and math.isfinite(xs):
-            ax.plot([x0, xs], [y, y], ":", color=color)
-            ax.plot([xs, xs], [y, ax.get_ylim()[0]], "--", color=color, alpha=0.7)
-            if math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"]):
-                ax.errorbar([xs], [y], xerr=[[xs - row["ci_low"]], [max(row["ci_high"], xs) - xs]], fmt="none",
-                            ecolor=color, capsize=3)
-        elif row["status"] == "beyond":
-            ax.annotate("beyond", (x0, y), textcoords="offset points", xytext=(6, -10), color=color, fontsize=8)
-    ax.set_xlabel("real fraction")
-    ax.set_ylabel(f"median {metric}")
-    ax.set_title(f"{model}: real-scan equivalent of each policy (dashed: X*)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
