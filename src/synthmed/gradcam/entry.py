@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
-from synthmed.gradcam.compute import METHODS
+from synthmed.gradcam.compute import METHODS, build_panels, target_layers
+from synthmed.gradcam.metrics import summarize
+from synthmed.gradcam.panel import record_panels
 
 if TYPE_CHECKING:
     import pluggy
@@ -143,12 +145,10 @@ def gradcam(
     ``gradcam/<images>[_<method>]/<Class>.png`` (``gradcam++`` spelled ``gradcampp``), so they
     never collide with the training panel's ``gradcam_<metric>`` and ``gradcam/<Class>.png``.
     """
+    # here, not at the top: `synthmed --help` imports this package (the CLI's --method choices)
     from synthmed.data.loading import load_splits
-    from synthmed.generators.build import build_generator
+    from synthmed.generators.build import fitted_generator
     from synthmed.generators.cache import GenerationCache, generation_salt
-    from synthmed.gradcam.compute import build_panels, target_layers
-    from synthmed.gradcam.metrics import summarize
-    from synthmed.gradcam.panel import record_panels
     from synthmed.plugins import registry
     from synthmed.runtime import resolve_device
 
@@ -161,13 +161,7 @@ def gradcam(
     device = resolve_device(config)
     model = _as_module(loaded, factory, splits.num_classes, config).to(device)
     pool = splits.test if images == "test" else splits.train
-    generator = build_generator(config, pm, splits.classes)
-    if generator.learns:  # the fit of the model's run: its own sample, from the fit cache
-        from synthmed.data.loading import sample_real
-        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
-
-        sample, _ = sample_real(splits, config)
-        ensure_fitted(generator, sample.images, sample.labels, fit_cache_for(config), seed=config.seed, quiet=True)
+    generator = fitted_generator(config, pm, splits)  # the model's run's: its own sample's fit, from the fit cache
     panels, records = build_panels(
         model, target_layers(model, factory, target_layer), pool=pool, classes=splits.classes, names=names,
         pairs=pairs, generator=generator, cache=GenerationCache.from_config(config),

@@ -9,18 +9,22 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+from synthmed.errors import SynthmedError
+from synthmed.gradcam.compute import build_panels, target_layers
+from synthmed.gradcam.metrics import summarize
+
 if TYPE_CHECKING:
-    import pluggy
     from torch import nn
 
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
+    from synthmed.generators.base import Generator
     from synthmed.gradcam.figures import ClassPanel
     from synthmed.models.base import ModelFactory
 
 RUN_PAIRS = 4  # pairs per class in the panel every training run logs
 
-__all__ = ["RUN_PAIRS", "CamSink", "log_run_gradcam", "record_panels"]
+__all__ = ["RUN_PAIRS", "CamSink", "log_run_gradcam", "panel_classes", "record_panels"]
 
 
 class CamSink(Protocol):
@@ -56,39 +60,49 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def panel_classes(factory: ModelFactory, splits: Splits, real: ImageSet | None, *, warn: bool = False) -> list[str]:
+    """The Grad-CAM classes a run's panel shows: the dataset's Grad-CAM classes the images hold.
+
+    Empty — no panel, so no variation drawn and no generator needed — when the model's factory
+    declares no target layer, or when the images (``real``; the test split when ``None``) hold
+    none of those classes. With ``warn``, says why.
+    """
+    from synthmed.models.base import ModelFactory  # here: `synthmed --help` loads this module
+
+    if type(factory).gradcam_target_layers is ModelFactory.gradcam_target_layers:
+        if warn:
+            warnings.warn(f"model {factory.name!r} declares no Grad-CAM target layer: no Grad-CAM panel logged",
+                          stacklevel=3)
+        return []
+    pool = real if real is not None else splits.test
+    present = set(pool.labels.unique().tolist())
+    names = [c for c in splits.gradcam_classes if splits.classes.index(c) in present]
+    if not names and warn:
+        warnings.warn("the run's images hold none of the Grad-CAM classes: no Grad-CAM panel logged", stacklevel=3)
+    return names
+
+
 def log_run_gradcam(*, model: nn.Module, factory: ModelFactory, splits: Splits, real: ImageSet | None,
-                    config: Config, device: str, sink: CamSink, pm: pluggy.PluginManager | None = None,
+                    config: Config, device: str, sink: CamSink, generator: Generator | None,
                     pairs: int = RUN_PAIRS, method: str = "gradcam") -> dict[str, float]:
     """Log the Grad-CAM panel of a training run into ``sink``; returns its metrics.
 
     Sources are ``real`` (the run's sampled real training images; the test split when ``None``),
     ``pairs`` per class of the dataset's default Grad-CAM classes that the sample holds;
-    variations come from ``config.generator``. A model whose factory declares no target layer is
-    skipped with a warning.
+    variations come from ``generator``, the run's one fitted generator (the instance its policy
+    used, so the panel's variations are the run's). ``generator`` may be ``None`` only when
+    :func:`panel_classes` is empty: a model whose factory declares no target layer, or images
+    without a Grad-CAM class, are skipped with a warning.
     """
-    from synthmed.generators.build import build_generator
-    from synthmed.generators.cache import GenerationCache, generation_salt
-    from synthmed.gradcam.compute import build_panels, target_layers
-    from synthmed.gradcam.metrics import summarize
-    from synthmed.models.base import ModelFactory
+    from synthmed.generators.cache import GenerationCache, generation_salt  # here: `synthmed --help` loads this module
 
-    if type(factory).gradcam_target_layers is ModelFactory.gradcam_target_layers:
-        warnings.warn(f"model {factory.name!r} declares no Grad-CAM target layer: no Grad-CAM panel logged",
-                      stacklevel=2)
-        return {}
-    pool, source = (real, "training sample") if real is not None else (splits.test, "test")
-    present = set(pool.labels.unique().tolist())
-    names = [c for c in splits.gradcam_classes if splits.classes.index(c) in present]
+    names = panel_classes(factory, splits, real, warn=True)
     if not names:
-        warnings.warn("the run's images hold none of the Grad-CAM classes: no Grad-CAM panel logged", stacklevel=2)
         return {}
-    generator = build_generator(config, pm, splits.classes)
-    if generator.learns:  # the run's fit (from the fit cache: trained on exactly the run's sample)
-        from synthmed.data.loading import sample_real
-        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
-
-        sample, _ = sample_real(splits, config)
-        ensure_fitted(generator, sample.images, sample.labels, fit_cache_for(config), seed=config.seed, quiet=True)
+    if generator is None:
+        raise SynthmedError("the Grad-CAM panel needs the run's fitted generator — pass "
+                            "synthmed.generators.build.fitted_generator(config, pm, splits, real)")
+    pool, source = (real, "training sample") if real is not None else (splits.test, "test")
     panels, records = build_panels(
         model, target_layers(model, factory), pool=pool, classes=splits.classes, names=names, pairs=pairs,
         generator=generator, cache=GenerationCache.from_config(config),

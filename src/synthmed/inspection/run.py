@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from synthmed import tracking
+from synthmed.data.loading import load_splits, sample_real
+from synthmed.generators.build import fitted_generator
+from synthmed.plugins import default_plugin_manager, registry
+from synthmed.policies.base import PolicyContext
+
 if TYPE_CHECKING:
     import pluggy
 
@@ -65,13 +71,8 @@ def inspect_generator(config: Config, pm: pluggy.PluginManager | None = None) ->
     """Make (or read from the cache) a synthetic run's images and log the full checks to a new MLflow run.
 
     The images are exactly those ``policy=synthetic`` with ``config`` trains on (same sample, same
-    plan, same generations); nothing is trained.
+    fitted generator, same plan, same generations); nothing is trained.
     """
-    from synthmed import tracking
-    from synthmed.data.loading import load_splits, sample_real
-    from synthmed.plugins import default_plugin_manager, registry
-    from synthmed.policies.base import PolicyContext
-
     pm = pm or default_plugin_manager()
     config = config.replace(policy="synthetic")
     policy = registry("policies", pm).get("synthetic").from_config(config, pm)
@@ -79,8 +80,10 @@ def inspect_generator(config: Config, pm: pluggy.PluginManager | None = None) ->
     with tracking.run(config, splits, run_name=f"inspect-{config.generator}-{config.real_frac:g}",
                       tags={tracking.names.TAG_KIND: "inspect-generator"}) as logger:
         real, _ = sample_real(splits, config)
+        generator = fitted_generator(config, pm, splits, real, log_metrics=logger.log_metrics,
+                                     log_params=logger.log_params)  # as a training run's: its fit is logged
         ctx = PolicyContext(config, splits, pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
-                            log_artifact=logger.log_artifact)
+                            log_artifact=logger.log_artifact, generator=generator)
         mixed = policy.training_set(real, ctx)
         result = check_run(mixed, real, splits, config, logger, cheap=False)
         return InspectReport(logger.run_id, dict(result.metrics) if result is not None else {})

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
+    from synthmed.generators.base import Generator
 
 
 @dataclass
@@ -24,6 +25,11 @@ class PolicyContext:
             and class proportions only; a policy must draw sources from the ``real`` subset).
         pm: the plugin manager (to look up generators and base policies by name).
         log_metrics / log_artifact / log_params: MLflow hooks of the current run (no-ops outside one).
+        generator: the run's one generator (for a policy with ``uses_generator``), built, bound
+            and — when it learns — fitted on the ``real`` the policy receives, with its fit
+            logged; the run hands the same object to its Grad-CAM panel. ``None`` when the
+            caller made none (a policy called directly): the policy then makes its own with
+            :func:`synthmed.generators.build.fitted_generator`.
     """
 
     config: Config
@@ -33,6 +39,7 @@ class PolicyContext:
     log_params: Callable[[dict[str, Any]], None] = lambda p: None
     log_artifact: Callable[[str, str], None] = lambda local_path, artifact_dir: None
     extra: dict[str, Any] = field(default_factory=dict)
+    generator: Generator | None = None
 
 
 class AugmentationPolicy(ABC):
@@ -44,6 +51,9 @@ class AugmentationPolicy(ABC):
     """
 
     name: ClassVar[str]
+    #: True when :meth:`training_set` uses the run's generator: the run then builds and fits it
+    #: once and hands it over as ``PolicyContext.generator``.
+    uses_generator: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: Config, pm: pluggy.PluginManager | None = None) -> AugmentationPolicy:

@@ -1,8 +1,9 @@
 """Pre-filling the generation cache for a synthetic run (``synthmed generate``), as a library function.
 
 :func:`prefill` computes exactly the variations a ``policy=synthetic`` run with the same config
-would use — the same real sample and the same plan (the code is the policy's) — and makes the
-missing ones, so the run itself only reads the cache. With ``estimate=True`` it only counts
+would use — the same real sample, the same fitted generator (from
+:func:`~synthmed.generators.build.fitted_generator`, as the run's) and the same plan (the code is
+the policy's) — and makes the missing ones, so the run itself only reads the cache. With ``estimate=True`` it only counts
 them and prices them: nothing is generated and nothing leaves the machine.
 """
 
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
+
+from synthmed.data.loading import load_splits, sample_real
+from synthmed.generators.build import check_generator, fitted_generator
+from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode, plan_keys
+from synthmed.policies.synthetic import plan_for
 
 if TYPE_CHECKING:
     import pluggy
@@ -69,22 +75,11 @@ def prefill(config: Config, pm: pluggy.PluginManager | None = None, *, estimate:
     Returns:
         The counts, and the fill's statistics when it generated.
     """
-    from synthmed.data.loading import load_splits, sample_real
-    from synthmed.generators.build import build_generator
-    from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode, plan_keys
-    from synthmed.generators.fitting import ensure_fitted, fit_cache_for, fit_fingerprint, fit_key
-    from synthmed.policies.synthetic import plan_for
-
-    generator = build_generator(config, pm, external_ok=estimate)
+    check_generator(config, pm, external_ok=estimate)  # a typo or an off-machine generator fails before loading
     splits = load_splits(config, pm)
-    generator.bind(splits.classes)
     real, _ = sample_real(splits, config)  # the run's sample after the validation carve, as in training
-    if generator.learns:  # fitted on exactly that sample; an estimate only computes which fit it would be
-        if estimate:
-            generator.fit_key = fit_key(generator, fit_fingerprint(real.images, real.labels))
-        else:
-            ensure_fitted(generator, real.images, real.labels, fit_cache_for(config), seed=config.seed,
-                          quiet=config.quiet)
+    # fitted on exactly that sample, as the run's; an estimate only computes which fit it would be
+    generator = fitted_generator(config, pm, splits, real, estimate=estimate)
     plan = plan_for(real, splits.train, splits.num_classes, config)
     cache = GenerationCache.from_config(config)
     salt = generation_salt(config, generator)

@@ -1,9 +1,9 @@
 """``synthetic``: the thesis' policy (Chapter 6.3) — real sample plus generated variations of it.
 
-``training_set`` makes (or reads from the cache) the variations the run needs, logs the cache
-statistics, a grid of sources beside their variations and a provenance CSV, and returns the
-mixed set; ``epoch_set`` implements ``mix=replace``; ``augment`` applies ``base_policy``.
-See docs/synthetic.md.
+``training_set`` makes (or reads from the cache) the variations the run needs with the run's one
+fitted generator (``PolicyContext.generator``), logs the cache statistics, a grid of sources
+beside their variations and a provenance CSV, and returns the mixed set; ``epoch_set``
+implements ``mix=replace``; ``augment`` applies ``base_policy``. See docs/synthetic.md.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from synthmed.errors import SynthmedError
+from synthmed.generators.build import check_generator, fitted_generator
+from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode
 from synthmed.hookspecs import hookimpl
+from synthmed.options import construct
+from synthmed.plugins import registry
 from synthmed.policies._mixing import SyntheticPlan, plan_synthetic, synthetic_counts, synthetic_total
 from synthmed.policies.base import AugmentationPolicy, PolicyContext
 
@@ -36,6 +40,7 @@ class SyntheticPolicy(AugmentationPolicy):
     """Real sample + synthetic variations of it (``mix=append``), or swapped in per epoch (``replace``)."""
 
     name = "synthetic"
+    uses_generator = True
 
     def __init__(self, config: Config, pm: pluggy.PluginManager | None = None):
         if config.base_policy == self.name:
@@ -46,34 +51,29 @@ class SyntheticPolicy(AugmentationPolicy):
 
     @classmethod
     def from_config(cls, config: Config, pm: pluggy.PluginManager | None = None) -> SyntheticPolicy:
-        """Check what can be checked before data loading: base policy, generator opt-in and options.
+        """Check what can be checked before data loading: base policy, generator name, opt-in and options.
 
-        Its settings are Config fields (``synth_frac``, ``mix``, ``balance``...), so it takes no
-        ``policy_options``.
+        The generator itself is not built here: the run builds and fits its one instance after
+        sampling and hands it to :meth:`training_set`. Its settings are Config fields
+        (``synth_frac``, ``mix``, ``balance``...), so it takes no ``policy_options``.
         """
-        from synthmed.generators.build import build_generator
-        from synthmed.options import construct
-
-        build_generator(config, pm)  # refuses an off-machine generator without opt-in, and bad options
+        check_generator(config, pm)  # an unknown name, an off-machine one without opt-in, unknown options
         return construct(cls, config.policy_params(), kind="policy", field="policy_options",
                          fixed={"config": config, "pm": pm})
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
+        """``real`` plus variations of it from the run's generator (``ctx.generator``, made here when absent)."""
         import torch
 
         from synthmed.data.base import ImageSet
-        from synthmed.generators.build import build_generator
-        from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode
-        from synthmed.generators.fitting import ensure_fitted, fit_cache_for
-        from synthmed.plugins import registry
 
         config = ctx.config
         self._pm = ctx.pm if ctx.pm is not None else self._pm
-        generator = build_generator(config, self._pm, ctx.splits.classes)
         self._resolve_base()
-        # A learning generator is fitted on `real` = the run's sample after the validation carve, only.
-        ensure_fitted(generator, real.images, real.labels, fit_cache_for(config), seed=config.seed,
-                      quiet=config.quiet, log_metrics=ctx.log_metrics, log_params=ctx.log_params)
+        generator = ctx.generator
+        if generator is None:  # called outside a run (which hands over its one): fitted on `real` only
+            generator = fitted_generator(config, self._pm, ctx.splits, real, log_metrics=ctx.log_metrics,
+                                         log_params=ctx.log_params)
         plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, config)
         result = fill(GenerationCache.from_config(config), generator, real.images, real.labels, plan.requests,
                       quiet=config.quiet, salt=generation_salt(config, generator))
@@ -117,8 +117,6 @@ class SyntheticPolicy(AugmentationPolicy):
         return list(batches) if self._base is None else self._base.augment_many(batches, rngs)
 
     def _resolve_base(self) -> None:
-        from synthmed.plugins import registry
-
         if self.config.base_policy != "none":
             base = registry("policies", self._pm).get(self.config.base_policy)
             self._base = base.from_config(self.config.replace(policy_options=None), self._pm)

@@ -17,7 +17,8 @@ from synthmed.data.loading import load_splits, present, sample_real  # the run's
 from synthmed.evaluation import evaluate, predict_logits, to_input
 from synthmed.runtime import (  # where and how it computes (re-exported here)
     autocast_dtype, precision_name, release_freed_memory, resolve_device, tune_memory)
-from synthmed.training.loop import fit, step_budget
+from synthmed.training import loop
+from synthmed.training.loop import step_budget
 
 if TYPE_CHECKING:
     import pluggy
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from synthmed.data.base import ImageSet, Splits
+    from synthmed.generators.base import Generator
     from synthmed.policies.base import AugmentationPolicy
 
 __all__ = ["TrainResult", "autocast_dtype", "load_splits", "resolve_device", "sample_real", "to_input", "train"]
@@ -90,7 +92,7 @@ def train(
     try:
         with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
             prepared = prepare(job, logger)
-            info = fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
+            info = loop.fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
                        logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward)
             return finish(job, prepared, info, logger)
     finally:
@@ -108,11 +110,13 @@ class Job:
     policy: AugmentationPolicy
     device: str
     splits: Splits
+    generator: Generator | None = None  # built (not bound, not fitted) when the policy or the Grad-CAM panel uses one
 
 
 @dataclass
 class Prepared:
-    """What :func:`prepare` makes inside the run: the real sample, the training set, the fresh model."""
+    """What :func:`prepare` makes inside the run: the real sample, the training set, the fresh model,
+    and the run's one fitted generator (``None`` when neither the policy nor the Grad-CAM panel uses one)."""
 
     real: ImageSet
     val: ImageSet | None
@@ -120,13 +124,14 @@ class Prepared:
     model: nn.Module
     max_steps: int | None
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the factory's training_forward(model)
+    generator: Generator | None = None  # the instance the policy used; finish() hands it to the Grad-CAM panel
 
 
 def setup(config: Config | None = None, *, splits: Splits | None = None, pm: pluggy.PluginManager | None = None,
           **overrides: Any) -> Job:
     """Resolve every plugin first (a typo fails before minutes of data loading), the device and the data."""
     from synthmed import tracking
-    from synthmed.generators.build import generator_class
+    from synthmed.generators.build import build_generator
     from synthmed.plugins import default_plugin_manager, registry
 
     tune_memory()  # huge pages in time only if torch has allocated nothing yet in this process (see use_huge_pages)
@@ -136,24 +141,34 @@ def setup(config: Config | None = None, *, splits: Splits | None = None, pm: plu
     pm = pm or default_plugin_manager()
     factory = registry("models", pm).get(config.model)()
     policy = registry("policies", pm).get(config.policy).from_config(config, pm)
-    if config.gradcam or config.policy == "synthetic":  # a typo or an external generator fails now, not after loading
-        generator_class(config, pm)
+    generator = None  # the run's one instance, built now so that a typo or a bad option fails before loading
+    if config.gradcam or policy.uses_generator:
+        generator = build_generator(config, pm)
     device = resolve_device(config)
     tracking.prepare_store(config)  # a silent tracking server fails now; ghost runs are marked KILLED
     splits = present(splits, config, pm) if splits is not None else load_splits(config, pm)
-    return Job(config, pm, factory, policy, device, splits)
+    return Job(config, pm, factory, policy, device, splits, generator)
 
 
 def prepare(job: Job, logger: Any) -> Prepared:
-    """Inside the run: the real sample, the policy's training set (logged) and the seeded fresh model."""
+    """Inside the run: the real sample, the run's one fitted generator, the policy's training set (logged)
+    and the seeded fresh model."""
     import torch
 
+    from synthmed.generators.build import fitted_generator
+    from synthmed.gradcam.panel import panel_classes
     from synthmed.policies.base import PolicyContext
 
     config, splits = job.config, job.splits
     real, val = sample_real(splits, config)
+    generator = None  # built and fitted on `real` once; the policy and the Grad-CAM panel get this instance
+    if job.policy.uses_generator:  # the run trains on its images: its fit is part of the run's record
+        generator = fitted_generator(config, job.pm, splits, real, built=job.generator,
+                                     log_metrics=logger.log_metrics, log_params=logger.log_params)
+    elif config.gradcam and panel_classes(job.factory, splits, real):  # only the panel draws from it
+        generator = fitted_generator(config, job.pm, splits, real, built=job.generator)
     ctx = PolicyContext(config, splits, job.pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
-                        log_artifact=logger.log_artifact)
+                        log_artifact=logger.log_artifact, generator=generator)
     train_set = job.policy.training_set(real, ctx)
     logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, job.policy, config))
     logger.tag_open_set()  # a warm-started learned generator may carry data from outside the sample
@@ -165,7 +180,7 @@ def prepare(job: Job, logger: Any) -> Prepared:
     model = job.factory.create(splits.num_classes, config.image_size, config).to(job.device)
     model = model.to(memory_format=torch.channels_last)
     return Prepared(real, val, train_set, model, step_budget(config, len(splits.train)),
-                    job.factory.training_forward(model))
+                    job.factory.training_forward(model), generator)
 
 
 def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> TrainResult:
@@ -186,6 +201,6 @@ def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> T
     logger.log_evaluation(result, splits.classes, splits.display_classes)
     if config.gradcam:
         metrics.update(log_run_gradcam(model=model, factory=job.factory, splits=splits, real=prepared.real,
-                                       config=config, device=device, sink=logger, pm=job.pm))
+                                       config=config, device=device, sink=logger, generator=prepared.generator))
     model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
     return TrainResult(logger.run_id, metrics, model_uri, version)
