@@ -7,6 +7,7 @@ import pytest
 
 import synthmed.gradcam.panel
 import synthmed.inspection.run
+import synthmed.training.run
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator
@@ -68,7 +69,7 @@ def spies(monkeypatch):
         return check_run(train_set, *args, **kwargs)
 
     monkeypatch.setattr(synthmed.gradcam.panel, "build_panels", panel_spy)
-    monkeypatch.setattr(synthmed.inspection.run, "check_run", inspection_spy)
+    monkeypatch.setattr(synthmed.training.run, "check_run", inspection_spy)  # where prepare() calls it
     return seen
 
 

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from synthmed import tracking
 from synthmed.data.loading import load_splits, sample_real
 from synthmed.generators.build import fitted_generator
+from synthmed.generators.cache import GenerationCache
+from synthmed.inspection import InspectionResult, inspect_generation, log_inspection
+from synthmed.inspection.reference import ReferenceClassifier
 from synthmed.plugins import default_plugin_manager, registry
 from synthmed.policies.base import PolicyContext
 
@@ -22,7 +25,6 @@ if TYPE_CHECKING:
 
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
-    from synthmed.inspection import InspectionResult
 
 __all__ = ["InspectReport", "check_run", "inspect_generator"]
 
@@ -31,9 +33,6 @@ CHEAP_MAX_IMAGES = 256  # synthetic images the per-run check looks at (seeded su
 
 def reference_for(splits: Splits, config: Config) -> tuple[Any, bool]:
     """The dataset's reference classifier at the run's image size: from the cache, or trained now."""
-    from synthmed.generators.cache import GenerationCache
-    from synthmed.inspection.reference import ReferenceClassifier
-
     root = GenerationCache.from_config(config).root
     return ReferenceClassifier.fit_or_load(splits.train, splits.num_classes, config.image_size, splits.fingerprint,
                                            root, quiet=config.quiet)
@@ -46,8 +45,6 @@ def check_run(train_set: ImageSet, real: ImageSet, splits: Splits, config: Confi
     ``sink`` has ``log_metrics``, ``log_figure`` and ``log_text`` (a run logger). Returns ``None``
     when the set holds no synthetic image.
     """
-    from synthmed.inspection import inspect_generation, log_inspection
-
     rows = train_set.synthetic.nonzero().flatten()
     if len(rows) == 0:
         return None

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from synthmed.options import construct
+
 if TYPE_CHECKING:
     import pluggy
     import torch
@@ -66,8 +68,6 @@ class AugmentationPolicy(ABC):
 
         Override to read more of the config; unknown options are refused naming the accepted ones.
         """
-        from synthmed.options import construct
-
         return construct(cls, config.policy_params(), kind="policy", field="policy_options")
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:

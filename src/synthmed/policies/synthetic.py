@@ -8,10 +8,18 @@ implements ``mix=replace``; ``augment`` applies ``base_policy``. See docs/synthe
 
 from __future__ import annotations
 
+import csv
 import json
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+from synthmed.data.base import ImageSet
 from synthmed.errors import SynthmedError
+from synthmed.generators.base import source_hash
 from synthmed.generators.build import check_generator, fitted_generator
 from synthmed.generators.cache import GenerationCache, fill, generation_salt, generations_mode
 from synthmed.hookspecs import hookimpl
@@ -22,10 +30,8 @@ from synthmed.policies.base import AugmentationPolicy, PolicyContext
 
 if TYPE_CHECKING:
     import pluggy
-    import torch
 
     from synthmed.config import Config
-    from synthmed.data.base import ImageSet
 
 
 def plan_for(real: ImageSet, full_train: ImageSet, num_classes: int, config: Config) -> SyntheticPlan:
@@ -63,10 +69,6 @@ class SyntheticPolicy(AugmentationPolicy):
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
         """``real`` plus variations of it from the run's generator (``ctx.generator``, made here when absent)."""
-        import torch
-
-        from synthmed.data.base import ImageSet
-
         config = ctx.config
         self._pm = ctx.pm if ctx.pm is not None else self._pm
         self._resolve_base()
@@ -125,8 +127,6 @@ class SyntheticPolicy(AugmentationPolicy):
 def refuse_test_images(synth: ImageSet, test: ImageSet, generator: str) -> None:
     """A "synthetic" image identical to a test image (a ``folder`` pool exported from the test
     split, say) would leak the test set into training: refuse it."""
-    from synthmed.generators.base import source_hash
-
     if len(synth) == 0 or synth.images.shape[1:] != test.images.shape[1:]:
         return
     test_hashes = {source_hash(image) for image in test.images}
@@ -140,8 +140,6 @@ def refuse_test_images(synth: ImageSet, test: ImageSet, generator: str) -> None:
 
 def replace_epoch(train: ImageSet, p: float, rng: torch.Generator) -> ImageSet:
     """Real rows of ``train``, each replaced with probability ``p`` by one of its synthetic rows."""
-    import torch
-
     real_rows = (~train.synthetic).nonzero().flatten()  # (R,)
     pool_rows = train.synthetic.nonzero().flatten()  # (P,)
     swap_u = torch.rand(len(real_rows), generator=rng)
@@ -163,10 +161,6 @@ def replace_epoch(train: ImageSet, p: float, rng: torch.Generator) -> ImageSet:
 def _log_report(ctx: PolicyContext, real: ImageSet, mixed: ImageSet, offset: int,
                 requests: list[tuple[int, int]], keys: list[str], hashes: list[str]) -> None:
     """Log ``synthetic/provenance.csv`` and ``synthetic/grid.png``."""
-    import csv
-    import tempfile
-    from pathlib import Path
-
     classes = ctx.splits.classes
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "provenance.csv"
@@ -187,8 +181,6 @@ def _log_report(ctx: PolicyContext, real: ImageSet, mixed: ImageSet, offset: int
 def _save_grid(path: Any, real: ImageSet, mixed: ImageSet, offset: int, requests: list[tuple[int, int]],
                classes: tuple[str, ...], per_class: int = 2, max_variations: int = 4) -> None:
     """Rows: up to ``per_class`` sources of each class; columns: the source, then its variations."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-
     by_source: dict[int, list[int]] = {}
     for j, (row, _) in enumerate(requests):
         by_source.setdefault(row, []).append(offset + j)

@@ -12,9 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+import torch
+
+from synthmed import tracking
 from synthmed.config import Config
 from synthmed.data.loading import load_splits, present, sample_real  # the run's data (re-exported here)
 from synthmed.evaluation import evaluate, predict_logits, to_input
+from synthmed.generators.build import build_generator, fitted_generator
+from synthmed.gradcam.panel import log_run_gradcam, panel_classes
+from synthmed.inspection.run import check_run
+from synthmed.plugins import default_plugin_manager, registry
+from synthmed.policies.base import PolicyContext
 from synthmed.runtime import (  # where and how it computes (re-exported here)
     autocast_dtype, precision_name, release_freed_memory, resolve_device, tune_memory)
 from synthmed.training import loop
@@ -22,7 +30,6 @@ from synthmed.training.loop import step_budget
 
 if TYPE_CHECKING:
     import pluggy
-    import torch
     from torch import nn
 
     from synthmed.data.base import ImageSet, Splits
@@ -55,8 +62,6 @@ def augmented_examples(train_set: ImageSet, policy: AugmentationPolicy, config: 
 
     Drawn from their own generator (seeded by the run's seed), so showing them changes no draw of training.
     """
-    import torch
-
     rng = torch.Generator().manual_seed(config.seed)
     rows = torch.randperm(len(train_set), generator=rng)[:n]
     return policy.augment(train_set.images[rows], rng), train_set.labels[rows], train_set.synthetic[rows]
@@ -86,14 +91,12 @@ def train(
     Returns:
         The run id, final metrics, model URI and registered version.
     """
-    from synthmed import tracking
-
     job = setup(config, splits=splits, pm=pm, **overrides)
     try:
         with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
             prepared = prepare(job, logger)
             info = loop.fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
-                       logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward)
+                            logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward)
             return finish(job, prepared, info, logger)
     finally:
         release_freed_memory()  # the next run of a sweep starts from this run's working set, not its leftovers
@@ -130,10 +133,6 @@ class Prepared:
 def setup(config: Config | None = None, *, splits: Splits | None = None, pm: pluggy.PluginManager | None = None,
           **overrides: Any) -> Job:
     """Resolve every plugin first (a typo fails before minutes of data loading), the device and the data."""
-    from synthmed import tracking
-    from synthmed.generators.build import build_generator
-    from synthmed.plugins import default_plugin_manager, registry
-
     tune_memory()  # huge pages in time only if torch has allocated nothing yet in this process (see use_huge_pages)
     config = config or Config()
     if overrides:
@@ -153,12 +152,6 @@ def setup(config: Config | None = None, *, splits: Splits | None = None, pm: plu
 def prepare(job: Job, logger: Any) -> Prepared:
     """Inside the run: the real sample, the run's one fitted generator, the policy's training set (logged)
     and the seeded fresh model."""
-    import torch
-
-    from synthmed.generators.build import fitted_generator
-    from synthmed.gradcam.panel import panel_classes
-    from synthmed.policies.base import PolicyContext
-
     config, splits = job.config, job.splits
     real, val = sample_real(splits, config)
     generator = None  # built and fitted on `real` once; the policy and the Grad-CAM panel get this instance
@@ -173,8 +166,6 @@ def prepare(job: Job, logger: Any) -> Prepared:
     logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, job.policy, config))
     logger.tag_open_set()  # a warm-started learned generator may carry data from outside the sample
     if config.inspect:  # what the generator made: realism, label fidelity, memorization (no-op without)
-        from synthmed.inspection.run import check_run
-
         check_run(train_set, real, splits, config, logger)
     torch.manual_seed(config.seed)
     model = job.factory.create(splits.num_classes, config.image_size, config).to(job.device)
@@ -185,10 +176,6 @@ def prepare(job: Job, logger: Any) -> Prepared:
 
 def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> TrainResult:
     """After training: log how it ran, evaluate on the test split, Grad-CAM, the model."""
-    import torch
-
-    from synthmed.gradcam.panel import log_run_gradcam
-
     config, splits, device, model = job.config, job.splits, job.device, prepared.model
     logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
                        "optimizer_steps": info["optimizer_steps"], "precision_used": precision_name(config, device),
