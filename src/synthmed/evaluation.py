@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 if TYPE_CHECKING:
-    import numpy as np
-    import torch
     from torch import nn
 
 
@@ -40,8 +42,6 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int | 
     ``batch_size`` defaults to 64 on the CPU, where larger batches only hold more memory for the
     same speed, and 256 on accelerators.
     """
-    import torch
-
     batch_size = batch_size or (64 if device.startswith("cpu") else 256)
 
     was_training = model.training
@@ -57,9 +57,6 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int | 
 
 def evaluate(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> Evaluation:
     """Cross-entropy, accuracy, balanced accuracy, macro-F1, per-class metrics, confusion matrix."""
-    import numpy as np
-    import torch.nn.functional as F
-
     num_classes = len(classes)
     ce = F.cross_entropy(logits, labels).item()
     pred = logits.argmax(1)

@@ -7,26 +7,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
+import matplotlib
+import matplotlib.pyplot
+import numpy as np
+
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from matplotlib.figure import Figure
 
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend (figures render without a display)."""
-    import matplotlib
-
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib.pyplot
 
 
 def confusion_matrix_figure(confusion: np.ndarray, classes: Sequence[str], title: str = "Test confusion matrix") -> Figure:
     """Counts with row-normalised colour (recall per true class); ``classes`` as they should read."""
-    import numpy as np
-
     plt = pyplot()
     rows = confusion.sum(1, keepdims=True)
     norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)

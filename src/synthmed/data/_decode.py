@@ -15,20 +15,19 @@ one process (a sweep) do not decode the same dataset again.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Hashable, Sequence, Union
+from typing import Any, Hashable, Sequence, Union
 
+import numpy as np
+import torch
+from PIL import Image
+
+from synthmed.data.base import ImageSet, Splits
 from synthmed.errors import SynthmedError
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from synthmed.data.base import Splits
 
 ImageSource = Union[bytes, str, Path, "Image.Image"]
 
@@ -37,15 +36,11 @@ _HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 
 def decode_errors() -> tuple[type[BaseException], ...]:
     """The exceptions Pillow raises for a file it cannot read (truncated, unknown, corrupt)."""
-    from PIL import Image
-
     return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def open_image(source: ImageSource) -> Image.Image:
     """Open and fully load one image (bytes, a path or a Pillow image); Pillow errors propagate."""
-    from PIL import Image
-
     if isinstance(source, Image.Image):
         source.load()
         return source
@@ -59,9 +54,6 @@ def open_image(source: ImageSource) -> Image.Image:
 
 def to_gray_array(image: Image.Image, size: int) -> np.ndarray:
     """One Pillow image as a ``(size, size)`` uint8 grayscale array (see the module docstring)."""
-    import numpy as np
-    from PIL import Image
-
     if image.mode in _HIGH_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float64)
         lo, hi = float(values.min()), float(values.max())
@@ -98,9 +90,6 @@ def decode_many(
     Raises:
         SynthmedError: an image cannot be decoded and ``skip_bad`` is false.
     """
-    import numpy as np
-    import torch
-
     errors = decode_errors()
     out = np.empty((len(sources), size, size), dtype=np.uint8)  # (N, S, S)
     kept: list[int] = []
@@ -171,10 +160,6 @@ def clear_memo() -> None:
 
 
 def _copy_splits(splits: Splits) -> Splits:
-    import copy
-
-    from synthmed.data.base import ImageSet, Splits
-
     def clone(s: ImageSet) -> ImageSet:
         return ImageSet(s.images.clone(), s.labels.clone(), s.index.clone(), s.synthetic.clone())
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import torch
+
 from synthmed.data._decode import decode_many, memo_get, memo_put
 from synthmed.data.base import Dataset, ImageSet, Splits, check_classes, fingerprint_tensors
 from synthmed.errors import SynthmedError
@@ -153,7 +155,7 @@ def _stat_signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 # --- reading ----------------------------------------------------------------------------------------
 def _load_local(folder: Path) -> datasets.DatasetDict:
-    import datasets
+    import datasets  # heavy; only reading the data needs it, and every run registers this plugin
 
     try:
         return datasets.load_dataset(str(folder))
@@ -165,7 +167,7 @@ def _load_local(folder: Path) -> datasets.DatasetDict:
 
 
 def _load_hub(revision: str | None) -> datasets.DatasetDict:
-    import datasets
+    import datasets  # heavy; only reading the data needs it, and every run registers this plugin
 
     if not datasets.config.HF_HUB_OFFLINE:
         _probe_hub()
@@ -183,7 +185,7 @@ def _hub_endpoint() -> str:
     for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         if os.environ.get(var):
             return os.environ[var]
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy; only reaching the hub needs it
 
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
@@ -232,7 +234,7 @@ def _decode_splits(raw: datasets.DatasetDict, source: str, config: Config) -> Sp
 
 
 def _class_names(split: datasets.Dataset, source: str) -> tuple[str, ...]:
-    import datasets
+    import datasets  # heavy; only reading the data needs it, and every run registers this plugin
 
     features = split.features
     for column in ("image", "label"):
@@ -246,8 +248,6 @@ def _class_names(split: datasets.Dataset, source: str) -> tuple[str, ...]:
 def _decode_split(
     split: datasets.Dataset, name: str, source: str, classes: tuple[str, ...], config: Config
 ) -> tuple[ImageSet, list[str]]:
-    import torch
-
     table = split.with_format("arrow")[:]  # pyarrow.Table; the image column stays encoded
     images = table.column("image").combine_chunks()  # struct<bytes, path>
     blobs = images.field("bytes").to_pylist()

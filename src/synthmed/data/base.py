@@ -7,9 +7,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-if TYPE_CHECKING:
-    import torch
+import torch
 
+from synthmed.errors import SynthmedError
+
+if TYPE_CHECKING:
     from synthmed.config import Config
 
 
@@ -30,8 +32,6 @@ class ImageSet:
     synthetic: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        import torch
-
         n = len(self.labels)
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 1:
             raise ValueError(f"images must be (N, 1, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
@@ -49,14 +49,10 @@ class ImageSet:
         return ImageSet(self.images[rows], self.labels[rows], self.index[rows], self.synthetic[rows])
 
     def class_counts(self, num_classes: int) -> list[int]:
-        import torch
-
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
     @staticmethod
     def concat(sets: list[ImageSet]) -> ImageSet:
-        import torch
-
         return ImageSet(
             torch.cat([s.images for s in sets]),
             torch.cat([s.labels for s in sets]),
@@ -128,8 +124,6 @@ class Dataset(ABC):
 
 def check_classes(dataset: str, found: tuple[str, ...], expected: tuple[str, ...] | None, source: str) -> None:
     """Refuse a source whose class names (in label order) are not the ones ``dataset`` expects."""
-    from synthmed.errors import SynthmedError
-
     if expected is None or tuple(found) == tuple(expected):
         return
     raise SynthmedError(

@@ -17,6 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from PIL import Image
+
 from synthmed.data._decode import decode_many, memo_get, memo_put
 from synthmed.data.base import Dataset, ImageSet, Splits, fingerprint_tensors
 from synthmed.data.sampling import split_validation
@@ -105,8 +108,6 @@ def _root(config: Config) -> Path:
 
 
 def _image_extensions() -> set[str]:
-    from PIL import Image
-
     return {ext.lower() for ext in Image.registered_extensions()}
 
 
@@ -163,8 +164,6 @@ def _decode(
     root: Path, listing: _Listing, classes: tuple[str, ...], config: Config
 ) -> tuple[ImageSet, list[str], list[str]]:
     """Decode one listing: the images (index = position in the listing), kept and skipped names."""
-    import torch
-
     paths = [p for c in classes for p in listing[c]]
     labels = torch.tensor([i for i, c in enumerate(classes) for _ in listing[c]], dtype=torch.long)
     names = [str(p) for p in paths]

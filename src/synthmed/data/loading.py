@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from synthmed.data.sampling import split_validation, stratified_sample
+from synthmed.plugins import registry
+
 if TYPE_CHECKING:
     import pluggy
 
@@ -20,15 +23,11 @@ __all__ = ["load_splits", "present", "sample_real"]
 
 def load_splits(config: Config, pm: pluggy.PluginManager | None = None) -> Splits:
     """Load the configured dataset through its plugin (decoded once per process and image size)."""
-    from synthmed.plugins import registry
-
     return present(registry("datasets", pm).get(config.dataset)().load(config), config, pm)
 
 
 def present(splits: Splits, config: Config, pm: pluggy.PluginManager | None = None) -> Splits:
     """Attach how ``config.dataset``'s plugin presents its classes (display names, Grad-CAM defaults)."""
-    from synthmed.plugins import registry
-
     cls = registry("datasets", pm).get(config.dataset)
     splits.display_classes = tuple(cls.display_name(c) for c in splits.classes)
     splits.gradcam_classes = cls.default_gradcam_classes(splits.classes)
@@ -41,8 +40,6 @@ def sample_real(splits: Splits, config: Config) -> tuple[ImageSet, ImageSet | No
     The first part is everything the run may learn from: the policy's training set, a learned
     generator's fit. The validation part only selects the epoch (early stopping).
     """
-    from synthmed.data.sampling import split_validation, stratified_sample
-
     rows = stratified_sample(splits.train.labels, config.real_frac, config.seed)
     real = splits.train.subset(rows)
     if not config.val_frac:

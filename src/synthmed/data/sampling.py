@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING
+import torch
 
 from synthmed.errors import SynthmedError
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["keep_count", "split_validation", "stratified_sample"]
 
@@ -80,8 +77,6 @@ def split_validation(
     Raises:
         SynthmedError: ``val_frac`` is not a finite number in ``[0, 1)``.
     """
-    import torch
-
     _check_frac(val_frac, what, low_inclusive=True, high_inclusive=False)
     n = len(labels)
     if val_frac == 0:
@@ -113,8 +108,6 @@ def _check_frac(value: object, what: str, *, low_inclusive: bool, high_inclusive
 
 def _class_permutations(labels: torch.Tensor, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per class (ascending label): its rows (ascending) and a seeded permutation of them."""
-    import torch
-
     if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise SynthmedError(f"labels must be a 1-D integer tensor, got {tuple(labels.shape)} {labels.dtype}")
     g = torch.Generator().manual_seed(int(seed))
@@ -127,8 +120,6 @@ def _class_permutations(labels: torch.Tensor, seed: int) -> list[tuple[torch.Ten
 
 
 def _sorted_cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    import torch
-
     if not parts:
         return torch.empty(0, dtype=torch.long)
     return torch.sort(torch.cat(parts)).values.long()

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
 from synthmed.errors import SynthmedError
-
+from synthmed.options import coerce_value, construct
 
 if TYPE_CHECKING:
     import torch
@@ -55,8 +55,6 @@ class Generator(ABC):
         Callers use :func:`synthmed.generators.build.build_generator`, which also checks the
         external-data opt-in and binds the class names.
         """
-        from synthmed.options import construct
-
         return construct(cls, config.generator_params(), kind="generator", field="generator_options")
 
     @property
@@ -198,6 +196,4 @@ def item_seed(image: torch.Tensor, variation: int, seed: int, namespace: str = "
 def coerce_option(generator: str, key: str, value: Any, kind: type, *, low: float | None = None,
                   high: float | None = None, choices: Sequence[str] | None = None) -> Any:
     """:func:`synthmed.options.coerce_value` with the message naming ``generator 'name'``."""
-    from synthmed.options import coerce_value
-
     return coerce_value(f"generator {generator!r}", key, value, kind, low=low, high=high, choices=choices)

@@ -15,6 +15,7 @@ rerun generates only what is missing. The root is ``config.cache_dir``, else
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -25,12 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import numpy as np
+import platformdirs
+import torch
+from filelock import FileLock
+from PIL import Image, PngImagePlugin
+from tqdm.auto import tqdm
+
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, source_hash
 
 if TYPE_CHECKING:
-    import torch
-
     from synthmed.config import Config
 
 __all__ = ["CACHE_ENV", "FillResult", "FillStats", "GenerationCache", "cache_key", "fill", "generation_salt",
@@ -86,8 +92,6 @@ class GenerationCache:
             return cls(config.cache_dir)
         if os.environ.get(CACHE_ENV):
             return cls(os.environ[CACHE_ENV])
-        import platformdirs
-
         return cls(Path(platformdirs.user_cache_dir("synthmed")) / "generations")
 
     def path(self, generator: str, key: str) -> Path:
@@ -100,10 +104,6 @@ class GenerationCache:
 
     def load(self, generator: str, key: str) -> torch.Tensor:
         """The cached ``(1, H, W)`` uint8 image."""
-        import numpy as np
-        import torch
-        from PIL import Image
-
         path = self.path(generator, key)
         try:
             with Image.open(path) as img:
@@ -116,8 +116,6 @@ class GenerationCache:
 
     def store(self, generator: str, key: str, image: torch.Tensor, meta: dict[str, Any], *, durable: bool = False) -> Path:
         """Write one ``(1, H, W)`` uint8 image atomically; ``durable`` also fsyncs it (paid images)."""
-        from PIL import Image, PngImagePlugin
-
         path = self.path(generator, key)
         with self._writing():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,8 +143,6 @@ class GenerationCache:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """Turn 'disk full', 'read-only' and 'permission denied' into an error naming the folder."""
-        import errno
-
         try:
             yield
         except OSError as exc:
@@ -161,8 +157,6 @@ class GenerationCache:
 
     def lock(self, generator: str) -> Any:
         """An inter-process lock per generator: parallel runs never generate the same key twice."""
-        from filelock import FileLock
-
         folder = self.root / generator
         with self._writing():
             folder.mkdir(parents=True, exist_ok=True)
@@ -296,8 +290,6 @@ def fill(
 
 def _generate(cache, generator, sources, labels, requests, hashes, keys, todo, out, stats, quiet, salt) -> None:  # noqa: ANN001
     """Run the generator over ``todo`` in batches (same source together), storing each result at once."""
-    from tqdm.auto import tqdm
-
     todo = sorted(todo, key=lambda i: (requests[i][0], requests[i][1]))
     step = max(1, int(generator.batch_size))
     with tqdm(total=len(todo), desc=f"generating ({generator.name})", unit="img", disable=quiet) as bar:
@@ -373,8 +365,6 @@ def _hand_over(results: Any, exc: KeyboardInterrupt, keep: Any) -> None:
 
 
 def _check_output(generator: Generator, image: Any, source: torch.Tensor) -> None:
-    import torch
-
     if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or tuple(image.shape) != tuple(source.shape):
         got = f"{tuple(image.shape)} {image.dtype}" if isinstance(image, torch.Tensor) else type(image).__name__
         raise SynthmedError(

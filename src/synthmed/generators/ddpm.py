@@ -35,18 +35,22 @@ makes a run open-set.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    import torch
-
     from synthmed.config import Config
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -143,7 +147,7 @@ class DdpmGenerator(Generator):
 
     # --- model ----------------------------------------------------------------------------------
     def _build(self, num_classes: int) -> Any:
-        from diffusers import UNet2DModel
+        from diffusers import UNet2DModel  # optional extra: diffusers (pip install -e plugins/synthmed-diffusers)
 
         p = PRESETS[self.preset]
         channels = tuple(self.width * m for m in p["mults"])
@@ -157,8 +161,6 @@ class DdpmGenerator(Generator):
                            num_class_embeds=num_classes, norm_num_groups=min(8, self.width))
 
     def _device(self) -> str:
-        import torch
-
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -170,10 +172,6 @@ class DdpmGenerator(Generator):
         return self.device
 
     def _autocast(self, device: str) -> Any:
-        import contextlib
-
-        import torch
-
         kind = torch.device(device).type
         if self.precision == "fp32" or (self.precision == "auto" and kind != "cuda"):
             return contextlib.nullcontext()  # auto: bf16 on CUDA only (far slower on a CPU: docs/generators.md)
@@ -181,8 +179,6 @@ class DdpmGenerator(Generator):
 
     def _to_model(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` uint8 -> ``(B, 1, r, r)`` float in [-1, 1]."""
-        import torch.nn.functional as F
-
         x = images.float() / 127.5 - 1
         if tuple(x.shape[-2:]) != (self.resolution, self.resolution):
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
@@ -192,12 +188,7 @@ class DdpmGenerator(Generator):
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, images: torch.Tensor, labels: torch.Tensor, *, seed: int, progress: bool,
             log: Callable[[dict[str, float], int], None]) -> dict[str, Any]:
-        import copy
-
-        import torch
-        import torch.nn.functional as F
-        from diffusers import DDPMScheduler
-        from tqdm.auto import tqdm
+        from diffusers import DDPMScheduler  # optional extra: diffusers (pip install -e plugins/synthmed-diffusers)
 
         self.progress = progress
         device = self._device()
@@ -260,8 +251,6 @@ class DdpmGenerator(Generator):
 
     # --- generate -------------------------------------------------------------------------------
     def generate(self, images: torch.Tensor, labels: torch.Tensor, *, variation: int, seed: int) -> torch.Tensor:
-        import torch
-
         items = dict(self.iter_generate(images, labels, variations=[variation] * len(images),
                                         seeds=[seed] * len(images)))
         return torch.stack([items[i] for i in range(len(images))]) if len(images) else images.clone()
@@ -273,10 +262,7 @@ class DdpmGenerator(Generator):
 
     def _denoise(self, images: torch.Tensor, labels: torch.Tensor, variations: Sequence[int],
                  seeds: Sequence[int]) -> torch.Tensor:
-        import torch
-        import torch.nn.functional as F
-        from diffusers import DDIMScheduler
-        from tqdm.auto import tqdm
+        from diffusers import DDIMScheduler  # optional extra: diffusers (pip install -e plugins/synthmed-diffusers)
 
         if self._unet is None:
             raise SynthmedError("generator 'ddpm' was not fitted — the synthetic policy fits it on the run's sample")
@@ -326,11 +312,9 @@ def _path_hash(path: Path) -> str:
 
 def _load_init(path: str) -> dict[str, Any]:
     """The UNet weights of a warm-start checkpoint (fit-cache ``.pt``, bare state dict or diffusers folder)."""
-    import torch
-
     p = Path(path)
     if p.is_dir():
-        from diffusers import UNet2DModel
+        from diffusers import UNet2DModel  # optional extra: diffusers (pip install -e plugins/synthmed-diffusers)
 
         return UNet2DModel.from_pretrained(str(p)).state_dict()
     blob = torch.load(p, map_location="cpu", weights_only=False)

@@ -11,13 +11,13 @@ tests, and reproducibly. It answers "does *any* plausible variation of the sampl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
 
 from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    import torch
 
 
 class ElasticGenerator(Generator):
@@ -54,9 +54,6 @@ class ElasticGenerator(Generator):
         yield from enumerate(out)
 
     def _vary(self, images: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        import torch
-        import torch.nn.functional as F
-
         b, _, h, w = images.shape
         g = max(2, round(1 / self.sigma) + 1)  # control points per side
         coarse, jitter = [], []

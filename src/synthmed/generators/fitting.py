@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
+
+import torch
+from filelock import FileLock
 
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, source_hash
-
-if TYPE_CHECKING:
-    import torch
+from synthmed.generators.cache import GenerationCache
 
 __all__ = ["FitCache", "FitInfo", "check_open_set", "ensure_fitted", "fit_cache_for", "fit_fingerprint", "fit_key",
            "init_sidecar"]
@@ -70,8 +72,6 @@ class FitCache:
 
     def load(self, generator: str, key: str) -> dict[str, Any]:
         """``{"state": ..., "meta": ...}`` as stored."""
-        import torch
-
         path = self.path(generator, key)
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
@@ -80,8 +80,6 @@ class FitCache:
 
     def store(self, generator: str, key: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         """Write atomically: a temp file in the same folder, fsynced, then ``os.replace``."""
-        import torch
-
         path = self.path(generator, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".part")
@@ -100,8 +98,6 @@ class FitCache:
     def lock(self, generator: str, key: str) -> Any:
         """One inter-process lock per fit: two runs never fit the same thing twice at once, while fits
         of other samples (other simulations) and loads of finished fits never wait on it."""
-        from filelock import FileLock
-
         folder = self.root / _FITS / generator
         folder.mkdir(parents=True, exist_ok=True)
         return FileLock(str(folder / f".{key}.lock"))
@@ -226,8 +222,6 @@ def check_open_set(generator: Generator, images: torch.Tensor) -> bool:
 
 def _step_logger(log_metrics: Callable[..., None]) -> Callable[[dict[str, float], int], None]:
     """``log(metrics, step)`` over a ``log_metrics`` that may not take ``step`` (a policy context's no-op)."""
-    import inspect
-
     try:
         takes_step = "step" in inspect.signature(log_metrics).parameters
     except (TypeError, ValueError):
@@ -259,6 +253,4 @@ def _fit(generator: Generator, images: torch.Tensor, labels: torch.Tensor, cache
 
 def fit_cache_for(config: Any) -> FitCache:
     """The run's fit cache: under the generation cache root (``config.cache_dir``, env, user dir)."""
-    from synthmed.generators.cache import GenerationCache
-
     return FitCache(GenerationCache.from_config(config).root)

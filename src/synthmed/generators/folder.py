@@ -18,14 +18,15 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
 
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, coerce_option, source_hash
 from synthmed.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    import torch
 
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -56,8 +57,6 @@ class FolderGenerator(Generator):
         return {"path": str(self.path), "contents": self._contents_fingerprint()}
 
     def generate(self, images: torch.Tensor, labels: torch.Tensor, *, variation: int, seed: int) -> torch.Tensor:
-        import torch
-
         out = [self._variation(img, int(label), int(variation)) for img, label in zip(images, labels)]
         return torch.stack(out) if out else images.clone()
 
@@ -110,10 +109,6 @@ class FolderGenerator(Generator):
 
 def _read(path: Path, shape: Any) -> torch.Tensor:
     """One image file as ``(1, H, W)`` uint8 at the source's size."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
     _, h, w = shape
     try:
         with Image.open(path) as img:

@@ -18,14 +18,14 @@ seed) and each item is computed alone, so the output never depends on the rest o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
 
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    import torch
 
 
 class PcaGenerator(Generator):
@@ -82,8 +82,6 @@ class PcaGenerator(Generator):
 
     # --- generate -------------------------------------------------------------------------------
     def generate(self, images: torch.Tensor, labels: torch.Tensor, *, variation: int, seed: int) -> torch.Tensor:
-        import torch
-
         out = [self._one(img, int(lab), variation, seed) for img, lab in zip(images, labels)]
         return torch.stack(out) if out else images.clone()
 
@@ -94,9 +92,6 @@ class PcaGenerator(Generator):
 
     def _one(self, image: torch.Tensor, label: int, variation: int, seed: int) -> torch.Tensor:
         """One ``(1, H, W)`` uint8 variation, computed alone (batch-independent)."""
-        import torch
-        import torch.nn.functional as F
-
         if self._size is None:
             raise SynthmedError("generator 'pca' was not fitted — the synthetic policy fits it on the run's sample")
         model = self._models.get(label, self._models[-1])
@@ -124,8 +119,6 @@ class PcaGenerator(Generator):
 
 def _ppca(x: torch.Tensor, components: int) -> dict[str, Any]:
     """Probabilistic PCA of ``(n, D)`` float64 rows: mean, ``(k, D)`` basis, ``(k,)`` variances, sigma2."""
-    import torch
-
     n, d = x.shape
     mean = x.mean(0)
     k = max(0, min(components, n - 1, d))

@@ -29,8 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 
+from synthmed.inspection.figures import per_class_figure, worst_pairs_figure
 from synthmed.inspection.metrics import (
     frechet_distance,
     kid,
@@ -41,7 +43,6 @@ from synthmed.inspection.metrics import (
 from synthmed.inspection.reference import ReferenceClassifier
 
 if TYPE_CHECKING:
-    import pandas as pd
     from matplotlib.figure import Figure
 
     from synthmed.data.base import ImageSet
@@ -110,10 +111,6 @@ def inspect_generation(
             overview figure instead of one per class. ``cheap=False`` uses everything.
         seed: subsampling and KID subset seed.
     """
-    import pandas as pd
-
-    from synthmed.inspection.figures import per_class_figure, worst_pairs_figure
-
     num_classes = len(classes)
     if cheap and len(synth) > max_images:
         rows = torch.randperm(len(synth), generator=torch.Generator().manual_seed(seed))[:max_images].sort().values

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import linalg
 
 CHUNK = 256  # synthetic rows per cdist chunk: 256 x 5120 floats = 5 MB
 
@@ -32,8 +33,6 @@ def frechet_distance(a: Any, b: Any, *, eps: float = 1e-6) -> float:
     ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrtm(S_a S_b))``; imaginary parts of the matrix square
     root are dropped, and ``eps`` is added to the diagonals when the product is singular.
     """
-    from scipy import linalg
-
     a, b = _np64(a), _np64(b)
     mu1, mu2 = a.mean(0), b.mean(0)
     s1 = np.atleast_2d(np.cov(a, rowvar=False))

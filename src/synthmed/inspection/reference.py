@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
+
+from synthmed.config import Config
+from synthmed.evaluation import predict_logits, to_input
+from synthmed.plugins import registry
+from synthmed.runtime import cpu_has_bf16
 
 if TYPE_CHECKING:
     from torch import nn
@@ -35,8 +41,6 @@ SEED = 0
 
 
 def _bf16_ok() -> bool:
-    from synthmed.runtime import cpu_has_bf16
-
     return cpu_has_bf16()
 
 
@@ -44,25 +48,16 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, 1, H, W) → uint8 (N, 1, size, size) (no-op when already that size)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    import torch.nn.functional as F
-
     x = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _build(num_classes: int, image_size: int) -> nn.Module:
-    from synthmed.config import Config
-    from synthmed.plugins import registry
-
     return registry("models").get("cnn")().create(num_classes, image_size, Config(model="cnn", pretrained=False))
 
 
 def _train(model: nn.Module, train: ImageSet, *, epochs: int, lr: float, batch_size: int, seed: int, quiet: bool) -> None:
     """Plain Adam + cross-entropy on ``train`` (module-level so tests can count calls)."""
-    import torch.nn.functional as F
-
-    from synthmed.evaluation import to_input
-
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     use_bf16 = _bf16_ok()
@@ -162,8 +157,6 @@ class ReferenceClassifier:
             return self.model.classifier.out(features.float()).argmax(1).long()
 
     def _features(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        from synthmed.evaluation import to_input
-
         images = _resize(images, self.image_size)
         self.model.eval()
         out = []
@@ -174,7 +167,5 @@ class ReferenceClassifier:
 
     def predict(self, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
         """uint8 ``(N, 1, H, W)`` → ``(N,)`` int64 predicted classes."""
-        from synthmed.evaluation import predict_logits
-
         logits = predict_logits(self.model, _resize(images, self.image_size), batch_size=batch_size)
         return logits.argmax(1).long() if len(logits) else torch.empty(0, dtype=torch.long)

@@ -12,22 +12,21 @@ usual choices for a network of this size. The flattened size is computed from ``
 
 The network is a named :class:`torch.nn.Sequential` of stock torch layers: it reads top to
 bottom, and a model logged to MLflow (pickled) loads back with torch alone, no synthmed classes.
-This module imports torch only inside :meth:`CNN.create`, so building the plugin manager stays
-cheap.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
 
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
 from synthmed.models.base import ModelFactory
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
     from synthmed.config import Config
 
 CHANNELS = (32, 64)  # output channels of conv1 and conv2
@@ -51,10 +50,6 @@ def basic_cnn(
     Returns:
         ``Sequential(block1, block2, classifier)``; each block is ``Sequential(conv, relu, pool)``.
     """
-    from collections import OrderedDict
-
-    from torch import nn
-
     def block(c_in: int, c_out: int) -> nn.Sequential:
         return nn.Sequential(OrderedDict(
             conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),  # (B, c_out, H, W)
@@ -102,8 +97,6 @@ class CNN(ModelFactory):
         keeps no full-size output. ``tests/test_models.py`` checks equality to the last bit; docs/models.md
         gives the speed measured.
         """
-        import torch
-
         def forward(x: torch.Tensor) -> torch.Tensor:
             for block in (model.block1, model.block2):
                 x = torch.relu(block.pool(block.conv(x)))

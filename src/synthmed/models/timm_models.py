@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -54,7 +57,7 @@ class TimmModel(ModelFactory):
         """Raise :class:`SynthmedError` when the architecture cannot take ``image_size``."""
 
     def create(self, num_classes: int, image_size: int, config: Config) -> nn.Module:
-        import timm
+        import timm  # heavy; only building a timm model needs it, and every run registers this plugin
 
         self.check_image_size(image_size)
         kwargs = dict(in_chans=1, num_classes=num_classes, **self.timm_kwargs(image_size))
@@ -75,7 +78,7 @@ class TimmModel(ModelFactory):
 
     def _from_file(self, path: Path, num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
         """Load ``path`` through timm's own pretrained path (conv adaptation, pos-embed resampling)."""
-        import timm
+        import timm  # heavy; only building a timm model needs it, and every run registers this plugin
 
         if not path.is_file():
             raise SynthmedError(
@@ -163,15 +166,15 @@ def hub_offline() -> bool:
     """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE``)."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE_WORDS:
         return True
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy; only finding pretrained weights needs it
 
     return bool(constants.HF_HUB_OFFLINE)
 
 
 def _cached_default_weights(arch: str) -> str | None:
     """Path of timm's default weights for ``arch`` in the Hugging Face cache, if already there."""
-    import timm
-    from huggingface_hub import try_to_load_from_cache
+    import timm  # heavy; only building a timm model needs it, and every run registers this plugin
+    from huggingface_hub import try_to_load_from_cache  # heavy; only finding pretrained weights needs it
 
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None or not cfg.hf_hub_id:
@@ -188,7 +191,7 @@ def _cached_default_weights(arch: str) -> str | None:
 
 def _check_hub_reachable(name: str, arch: str) -> None:
     """Fail fast, naming the fixes, when timm's weights cannot be downloaded."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy; only finding pretrained weights needs it
 
     if hub_offline():
         reason = "HF_HUB_OFFLINE is set"
@@ -206,10 +209,6 @@ def _check_hub_reachable(name: str, arch: str) -> None:
 
 def _probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """``None`` when ``url`` answers within ``timeout`` seconds, else why not."""
-    import threading
-    import urllib.error
-    import urllib.request
-
     outcome: list[str | None] = []
 
     def probe() -> None:

@@ -10,12 +10,11 @@ import hashlib
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
+
+import torch
 
 from synthmed.errors import SynthmedError
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["SyntheticPlan", "apportion", "plan_synthetic", "synthetic_counts", "synthetic_total"]
 
@@ -118,8 +117,6 @@ def plan_synthetic(
     subset of ``range(k_c)``. The pool (what the cache may end up holding) is thus ``r_c * k_c``
     images per class, shared by every run, while each run uses ``s_c`` of them.
     """
-    import torch
-
     g = torch.Generator().manual_seed(int(hashlib.sha256(f"synthetic-plan:{seed}".encode()).hexdigest()[:15], 16))
     requests: list[tuple[int, int]] = []
     pool = []

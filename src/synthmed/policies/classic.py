@@ -11,13 +11,14 @@ See docs/policies.md for why each ``basic`` op suits brain MRI.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
 
 from synthmed.hookspecs import hookimpl
+from synthmed.options import coerce_value
 from synthmed.policies.base import AugmentationPolicy
-
-if TYPE_CHECKING:
-    import torch
 
 
 class NoAugmentation(AugmentationPolicy):
@@ -58,8 +59,6 @@ class BasicAugmentation(AugmentationPolicy):
         brightness: float = 0.1,
         contrast: float = 0.1,
     ):
-        from synthmed.options import coerce_value
-
         def number(key: str, value: object, high: float) -> float:  # options arrive as strings
             return coerce_value(f"policy {self.name!r}", key, value, float, low=0.0, high=high)
 
@@ -72,8 +71,6 @@ class BasicAugmentation(AugmentationPolicy):
 
     def augment_many(self, batches: list[torch.Tensor], rngs: list[torch.Generator]) -> list[torch.Tensor]:
         """Each batch's draws from its own generator, then one resample over all their images."""
-        import torch
-
         draws = [self.draw(images.shape[0], rng) for images, rng in zip(batches, rngs) if images.shape[0]]
         if not draws:
             return list(batches)
@@ -84,8 +81,6 @@ class BasicAugmentation(AugmentationPolicy):
 
     def draw(self, n: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         """``n`` images' random draws from ``rng``, each ``(n,)``, on ``rng``'s device."""
-        import torch
-
         def uniform(amount: float) -> torch.Tensor:  # (n,) in [-amount, amount]
             u = torch.rand(n, generator=rng, device=rng.device, dtype=torch.float32)
             return (2 * u - 1) * amount
@@ -103,9 +98,6 @@ class BasicAugmentation(AugmentationPolicy):
               shift_x: torch.Tensor, shift_y: torch.Tensor, bright: torch.Tensor,
               contrast: torch.Tensor) -> torch.Tensor:
         """The drawn changes, image by image in one batched resample: ``(B, 1, H, W)`` uint8 in and out."""
-        import torch
-        import torch.nn.functional as F
-
         B = images.shape[0]
         # Per-image affine map from output to input coordinates: rotate, zoom, shift, flip x.
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
@@ -166,8 +158,6 @@ class TorchvisionPolicy(AugmentationPolicy):
 
     def signed(self, op: str, magnitude: float, g: torch.Generator) -> float:
         """The magnitude, negated on a coin flip for signed ops (drawn only for those, as torchvision does)."""
-        import torch
-
         if self.transform._AUGMENTATION_SPACE[op][1] and torch.rand((), generator=g) <= 0.5:
             return -magnitude
         return magnitude
@@ -176,8 +166,6 @@ class TorchvisionPolicy(AugmentationPolicy):
         return self.augment_many([images], [rng])[0]
 
     def augment_many(self, batches: list[torch.Tensor], rngs: list[torch.Generator]) -> list[torch.Tensor]:
-        import torch
-
         plans: list[list[Step]] = []
         for images, rng in zip(batches, rngs):
             if images.shape[0] == 0:
@@ -211,13 +199,11 @@ class AutoAugmentPolicy(TorchvisionPolicy):
     name = "autoaugment"
 
     def build(self) -> Any:
-        from torchvision.transforms import v2
+        from torchvision.transforms import v2  # ~3 s (loads torch._dynamo); only these policies need it
 
         return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, fill=self.fill)
 
     def draw(self, g: torch.Generator, height: int, width: int) -> list[Step]:
-        import torch
-
         steps = []
         sub_policies = self.transform._policies
         for op, probability, bin_ in sub_policies[int(torch.randint(len(sub_policies), (), generator=g))]:
@@ -234,13 +220,11 @@ class RandAugmentPolicy(TorchvisionPolicy):
     name = "randaugment"
 
     def build(self) -> Any:
-        from torchvision.transforms import v2
+        from torchvision.transforms import v2  # ~3 s (loads torch._dynamo); only these policies need it
 
         return v2.RandAugment(fill=self.fill)
 
     def draw(self, g: torch.Generator, height: int, width: int) -> list[Step]:
-        import torch
-
         t, steps = self.transform, []
         ops = tuple(t._AUGMENTATION_SPACE)
         for _ in range(t.num_ops):
@@ -256,13 +240,11 @@ class TrivialAugmentPolicy(TorchvisionPolicy):
     name = "trivialaugment"
 
     def build(self) -> Any:
-        from torchvision.transforms import v2
+        from torchvision.transforms import v2  # ~3 s (loads torch._dynamo); only these policies need it
 
         return v2.TrivialAugmentWide(fill=self.fill)
 
     def draw(self, g: torch.Generator, height: int, width: int) -> list[Step]:
-        import torch
-
         t = self.transform
         ops = tuple(t._AUGMENTATION_SPACE)
         op = ops[int(torch.randint(len(ops), (), generator=g))]

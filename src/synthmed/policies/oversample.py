@@ -15,18 +15,23 @@ the synthetic policy does, so a classic policy on top stays matched too.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
+import torch
+
+from synthmed.data.base import ImageSet
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
+from synthmed.options import construct
+from synthmed.plugins import registry
 from synthmed.policies.base import AugmentationPolicy, PolicyContext
+from synthmed.policies.synthetic import plan_for
 
 if TYPE_CHECKING:
     import pluggy
-    import torch
 
     from synthmed.config import Config
-    from synthmed.data.base import ImageSet
 
 
 class OversamplePolicy(AugmentationPolicy):
@@ -45,19 +50,10 @@ class OversamplePolicy(AugmentationPolicy):
     @classmethod
     def from_config(cls, config: Config, pm: pluggy.PluginManager | None = None) -> OversamplePolicy:
         """Its settings are the synthetic policy's Config fields; it takes no ``policy_options``."""
-        from synthmed.options import construct
-
         return construct(cls, config.policy_params(), kind="policy", field="policy_options",
                          fixed={"config": config, "pm": pm})
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
-        import json
-
-        import torch
-
-        from synthmed.data.base import ImageSet
-        from synthmed.policies.synthetic import plan_for
-
         self._pm = ctx.pm if ctx.pm is not None else self._pm
         plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, ctx.config)
         rows = torch.tensor([row for row, _ in plan.requests], dtype=torch.long)  # (S,) rows of `real`
@@ -77,8 +73,6 @@ class OversamplePolicy(AugmentationPolicy):
 
     def _base_policy(self) -> AugmentationPolicy | None:
         if self._base is None and self.config.base_policy != "none":
-            from synthmed.plugins import registry
-
             base = registry("policies", self._pm).get(self.config.base_policy)
             self._base = base.from_config(self.config.replace(policy_options=None), self._pm)
         return self._base

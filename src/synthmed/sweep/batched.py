@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
+import torch
+
 from synthmed.sweep.executors import Outcome, record_failure, run_task
 from synthmed.training import RunRequest, train_together
 
@@ -27,8 +29,6 @@ def default_parallel_simulations(device: str) -> int:
     """How many simulations to stack by default: 1 on the CPU (measured: it does not pay there), more on CUDA."""
     if not device.startswith("cuda"):
         return 1
-    import torch
-
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     return max(1, min(32, int(free // (1 << 30))))  # ~1 GiB per 128-px CNN simulation, conservative
 

@@ -8,22 +8,30 @@ A failed simulation is recorded in MLflow (a FAILED child run with ``synthmed.er
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
-from synthmed.tracking import names
+import mlflow
+import torch
+from tqdm.auto import tqdm
+
+from synthmed import training
 from synthmed.errors import SynthmedError
+from synthmed.runtime import tune_memory
+from synthmed.sweep.spec import TAG_CELL, TAG_ID, TAG_SIMULATION, Task
+from synthmed.tracking import names
 
 if TYPE_CHECKING:
     import pluggy
 
     from synthmed.data.base import Splits
-    from synthmed.sweep.spec import Task
 
 _SPLITS: Splits | None = None  # the dataset of a worker process, loaded once by _init_worker
 
@@ -54,8 +62,6 @@ class SweepError(SynthmedError):
 
 def run_task(task: Task, parent_run_id: str, splits: Splits, pm: pluggy.PluginManager | None = None) -> Outcome:
     """Train one simulation as a child run of ``parent_run_id``; record a failure instead of raising."""
-    from synthmed import training
-
     started = int(time.time() * 1000)
     try:
         result = training.train(task.config, splits=splits, pm=pm, parent_run_id=parent_run_id,
@@ -68,10 +74,6 @@ def run_task(task: Task, parent_run_id: str, splits: Splits, pm: pluggy.PluginMa
 
 def record_failure(task: Task, parent_run_id: str, exc: BaseException | None, error: str, started: int) -> str:
     """The FAILED child run of this attempt: train's own (it records errors), or a new one."""
-    import mlflow
-
-    from synthmed.sweep.spec import TAG_CELL, TAG_ID, TAG_SIMULATION
-
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     query = (f"tags.`{TAG_ID}` = '{task.tags[TAG_ID]}' and tags.`{TAG_CELL}` = '{task.cell.label}' and "
@@ -101,8 +103,6 @@ def execute(tasks: list[Task], parent_run_id: str, *, splits: Splits, pm: pluggy
 # --- local worker processes -----------------------------------------------------------------------
 def tracking_uri() -> str:
     """The tracking URI with a relative local path made absolute (workers may run elsewhere)."""
-    import mlflow
-
     uri = mlflow.get_tracking_uri()
     for prefix in ("sqlite:///", "file://"):
         if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
@@ -114,12 +114,7 @@ def tracking_uri() -> str:
 
 def _init_worker(payload: bytes, uri: str, threads: int) -> None:
     global _SPLITS
-    from synthmed.runtime import tune_memory
-
     tune_memory()  # this process's own malloc, before it unpacks the dataset
-    import mlflow
-    import torch
-
     torch.set_num_threads(threads)
     mlflow.set_tracking_uri(uri)
     _SPLITS = pickle.loads(payload)
@@ -132,9 +127,6 @@ def _worker_task(task: Task, parent_run_id: str) -> Outcome:
 
 
 def _processes(tasks: list[Task], parent_run_id: str, splits: Splits, workers: int) -> Iterator[Outcome]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     payload = pickle.dumps(splits, protocol=pickle.HIGHEST_PROTOCOL)  # by value; no shared memory
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
@@ -149,9 +141,6 @@ def _processes(tasks: list[Task], parent_run_id: str, splits: Splits, workers: i
 
 # --- Ray ------------------------------------------------------------------------------------------
 def _ray_task(payload: bytes, task: Task, parent_run_id: str, uri: str) -> Outcome:
-    import mlflow
-    import torch
-
     torch.set_num_threads(1)  # the task holds one CPU (num_cpus=1)
     mlflow.set_tracking_uri(uri)
     return run_task(task, parent_run_id, pickle.loads(payload))
@@ -160,10 +149,8 @@ def _ray_task(payload: bytes, task: Task, parent_run_id: str, uri: str) -> Outco
 def _ray(tasks: list[Task], parent_run_id: str, splits: Splits, address: str | None,
          gpus_per_task: float) -> Iterator[Outcome]:
     try:
-        import ray
+        import ray  # optional extra: synthmed[ray]
     except ImportError:
-        from synthmed.errors import SynthmedError
-
         raise SynthmedError("executor='ray' needs Ray: pip install 'synthmed[ray]'") from None
     started = not ray.is_initialized()
     if started:
@@ -205,8 +192,6 @@ class _Progress:
 @contextmanager
 def progress(total: int, done: int, sweep_id: str, quiet: bool) -> Iterator[_Progress]:
     """One bar for the whole sweep: simulations done of all, ETA, the last cell in the postfix."""
-    from tqdm.auto import tqdm
-
     with tqdm(total=total, initial=done, desc=f"sweep {sweep_id[:8]}", unit="sim", disable=quiet,
               dynamic_ncols=True) as bar:
         yield _Progress(bar)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from synthmed.figures import pyplot
 from synthmed.stats.equivalence import describe, isotonic_decreasing
+from synthmed.sweep.provenance import provenance_line
 from synthmed.tracking.names import HEADLINE
 
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.figure import Figure
 
     from synthmed.stats.tables import Tables
     from synthmed.sweep.results import SweepData
@@ -99,8 +101,6 @@ def equivalence_figure(results: pd.DataFrame, table: pd.DataFrame, model: str, *
 
     ``table`` is :func:`synthmed.stats.equivalence.real_scan_equivalents` of ``metric`` over ``results``.
     """
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     base = results[(results["model"] == model) & (results["policy"] == baseline)]
@@ -192,8 +192,6 @@ def equivalence_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 def _emphasis(text: str) -> str:
     """Markdown's ``*x*`` as HTML ``<em>x</em>`` (the rest escaped), so the HTML report shows no asterisks."""
-    import re
-
     return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", html.escape(text))
 
 
@@ -240,8 +238,6 @@ def write_report(folder: Path, data: SweepData, tables: Tables) -> list[Path]:
     sections = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
     if len(equivalents):
         sections.append(("Real-scan equivalent", equivalence_rows(equivalents)))
-    from synthmed.sweep.provenance import provenance_line
-
     line = provenance_line(data.provenance)
     md = [f"# Sweep {data.sweep_id}", intro, line, DEFINITIONS]
     doc = [f"<h1>Sweep {html.escape(data.sweep_id)}</h1>", f"<p>{html.escape(intro)}</p>",

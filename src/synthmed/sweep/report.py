@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import mlflow
+from mlflow.entities import Metric
+
 from synthmed.stats import Tables, build_tables, cell_prefix
+from synthmed.sweep.render import write_report
 from synthmed.sweep.results import SweepData, child_runs, load_sweep
 from synthmed.tracking import names
 
@@ -54,17 +58,13 @@ def sweep_tables(results: pd.DataFrame) -> Tables:
 
 def publish(parent_run_id: str, *, client: MlflowClient | None = None, output: str | Path | None = None) -> Published:
     """Summarise a sweep and log metrics, tables, figures and the report to its parent run."""
-    import mlflow
-
-    from synthmed.sweep import render as _report_render
-
     client = client or mlflow.MlflowClient()
     data = load_sweep(parent_run_id, client)
     tables = sweep_tables(data.results)  # made once: the metrics below and the report both read them
     _log_metrics(client, parent_run_id, parent_metrics(data, tables), step=len(data.results))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_DIR
-        _report_render.write_report(folder, data, tables)
+        write_report(folder, data, tables)
         client.log_artifacts(parent_run_id, str(folder), ARTIFACT_DIR)
         directory = None
         if output is not None:
@@ -94,8 +94,6 @@ def parent_metrics(data: SweepData, tables: Tables) -> dict[str, float]:
 
 def _log_metrics(client: MlflowClient, run_id: str, values: dict[str, float], *, step: int) -> None:
     """Log the finite ``values`` at ``step`` (finished simulations so far), in batches MLflow accepts."""
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and math.isfinite(v)]
     for start in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch

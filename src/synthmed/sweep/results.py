@@ -11,13 +11,15 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from synthmed.tracking import names
+import mlflow
+import pandas as pd
+
 from synthmed.errors import SynthmedError
-from synthmed.tracking.names import SWEEP_METRICS as METRICS
 from synthmed.sweep.provenance import provenance
+from synthmed.tracking import names
+from synthmed.tracking.names import SWEEP_METRICS as METRICS
 
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
@@ -56,9 +58,6 @@ def child_runs(client: MlflowClient, parent_run_id: str, sweep_id: str) -> list[
 
 def load_sweep(parent_run_id: str, client: MlflowClient | None = None) -> SweepData:
     """Read a sweep's spec from its parent run and its finished simulations from the children."""
-    import mlflow
-    import pandas as pd
-
     client = client or mlflow.MlflowClient()
     parent = client.get_run(parent_run_id)
     tags, params = parent.data.tags, parent.data.params

@@ -16,10 +16,21 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-from synthmed.tracking import names
+import mlflow
+
 from synthmed.config import Config
+from synthmed.data import loading
 from synthmed.errors import SynthmedError
+from synthmed.generators.build import generator_class
+from synthmed.plugins import registry
+from synthmed.runtime import precision_name, resolve_device, tune_memory
+from synthmed.sweep import report
+from synthmed.sweep.batched import default_parallel_simulations, run_batched
+from synthmed.sweep.executors import SweepError, execute, progress
+from synthmed.sweep.results import child_runs
 from synthmed.sweep.spec import TAG_CELL, TAG_ID, TAG_SIMULATION, TAG_SIMULATIONS, TAG_SWEEP, Cell, SweepSpec, Task
+from synthmed.tracking import names, prepare_store
+from synthmed.tracking.ghosts import owner_tags
 
 EXECUTORS = ("local", "ray")
 
@@ -98,17 +109,9 @@ def sweep(
     Returns:
         The parent run id, sweep id, summary and pairs tables and this call's counts.
     """
-    from synthmed.data.loading import load_splits
-    from synthmed.sweep import report
-    from synthmed.sweep.executors import SweepError, execute, progress
-
-    from synthmed.runtime import precision_name, resolve_device, tune_memory
-
     tune_memory()  # before the dataset is loaded; worker processes inherit the huge pages and tune their own malloc
     base = (config or Config()).replace(**overrides)
     device = resolve_device(base)
-    from synthmed.generators.build import generator_class
-
     generator = generator_class(base, pm, external_ok=True)
     if gradcam is None:
         gradcam = not generator.sends_data_off_machine
@@ -118,8 +121,6 @@ def sweep(
                      device_kind=device.split(":")[0], precision=precision_name(base, device),
                      generator_learns=generator.learns)
     _check_run_options(spec, workers, executor, pm)
-    from synthmed.tracking import prepare_store
-
     prepare_store(base)  # a silent tracking server fails now; ghost runs are marked KILLED
     client, parent_id = _parent_run(spec)
     done = _finished(client, parent_id, spec.sweep_id)
@@ -128,14 +129,10 @@ def sweep(
     failed: list[str] = []
     try:
         if todo:
-            splits = splits if splits is not None else load_splits(base, pm)
+            splits = splits if splits is not None else loading.load_splits(base, pm)
             if parallel_simulations is None:
-                from synthmed.sweep.batched import default_parallel_simulations
-
                 parallel_simulations = default_parallel_simulations(device)
             if parallel_simulations > 1 and workers == 1 and executor == "local":
-                from synthmed.sweep.batched import run_batched
-
                 outcomes = run_batched(todo, parent_id, splits, pm, int(parallel_simulations))
             else:
                 outcomes = execute(todo, parent_id, splits=splits, pm=pm, workers=workers, executor=executor,
@@ -157,8 +154,6 @@ def sweep(
 
 
 def _check_run_options(spec: SweepSpec, workers: int, executor: str, pm: Any) -> None:
-    from synthmed.plugins import registry
-
     if executor not in EXECUTORS or workers < 1:
         raise SynthmedError(f"executor={executor!r}, workers={workers}: the executor must be one of "
                             f"{', '.join(EXECUTORS)} and workers >= 1")
@@ -174,10 +169,6 @@ def _check_run_options(spec: SweepSpec, workers: int, executor: str, pm: Any) ->
 
 def _parent_run(spec: SweepSpec) -> tuple[Any, str]:
     """Find the sweep's parent run by its tags, or create it (adopting the `mlflow run` run)."""
-    import mlflow
-
-    from synthmed.tracking.ghosts import owner_tags
-
     client = mlflow.MlflowClient()
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if launcher:
@@ -239,8 +230,6 @@ def _finished(client: Any, parent_id: str, sweep_id: str) -> set[tuple[str, int]
 
     Children left RUNNING by an interrupted earlier call are marked KILLED (they will rerun).
     """
-    from synthmed.sweep.results import child_runs
-
     done = set()
     for run in child_runs(client, parent_id, sweep_id):
         key = (run.data.tags.get(TAG_CELL, ""), int(run.data.tags.get(TAG_SIMULATION, -1)))
