@@ -233,7 +233,7 @@ def test_sigkill_mid_sweep_loses_and_repeats_nothing(store, tmp_path, tiny_folde
 
 # the process dies the instant its run exists, before any header or sweep tags are logged
 DIE_AT = {
-    "train": ("synthmed.tracking", "", "_log_run_header", TINY),
+    "train": ("synthmed.tracking.logger", "", "_log_run_header", TINY),
     "sweep": ("mlflow.tracking", "MlflowClient", "log_batch",
               ["--image-size", "16", "--epochs", "1", "--batch-size", "8", "--models", "cnn", "--policies", "none",
                "--real-fracs", "0.5", "--simulations", "1", "--quiet"]),
