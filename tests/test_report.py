@@ -122,7 +122,7 @@ def test_real_sweep_interrupted_resumed_and_reported(mlflow_uri, real_data_dir, 
     from synthmed import training
 
     args = ["--models", "cnn", "--policies", "none,synthetic", "--real-fracs", "0.3,1.0", "--simulations", "3",
-            "--seed", "0", "--generator", "elastic", "--epochs", "1", "--image-size", "32", "--batch-size", "64",
+            "--seed", "0", "--generator", "elastic", "--epochs", "1", "--image-size", "16", "--batch-size", "64",
             "--data-dir", str(real_data_dir), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
             "--experiment", "chapter7", "--quiet"]
     real_train, calls = training.train, Counter()
