@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,13 +61,28 @@ def real_data_dir() -> Path:
     pytest.skip(f"real dataset not found at {REAL_DATA}")
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow sqlite store: migrating one costs seconds, so it is done once and copied per test."""
+    db = tmp_path_factory.mktemp("store-template") / "mlflow.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    code = "import mlflow, sys; mlflow.MlflowClient(sys.argv[1]).search_experiments()"
+    subprocess.run([sys.executable, "-c", code, f"sqlite:///{db}"], check=True, env=env, timeout=300)
+    return db
+
+
 @pytest.fixture
-def mlflow_uri(tmp_path, monkeypatch) -> str:
-    """A real MLflow sqlite store (and artifact root) in a tmp dir, made the tracking URI."""
+def mlflow_uri(tmp_path, monkeypatch, store_template) -> str:
+    """A real MLflow sqlite store (and artifact root) in a tmp dir, made the tracking URI.
+
+    The store is a fresh copy of the session's migrated empty store: the same as a new one, without
+    the seconds of schema migrations each new sqlite store costs.
+    """
     import mlflow
 
     for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(var, raising=False)  # mlflow.set_experiment exports the id to os.environ
+    shutil.copy(store_template, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)

@@ -8,8 +8,6 @@ output it is shown), so a leak shows up in the count even before the test's asse
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the helpers beside this file
 sys.path.insert(0, str(HERE.parent))  # tests/_openai_server.py
 
-from _rel import COUNTS, child_env, write_folder  # noqa: E402
+from _rel import COUNTS, write_folder  # noqa: E402
 
 FAMILIES = {"bad_input": "bad input", "fault": "fault", "secrets": "secrets and data flow"}
 
@@ -73,24 +71,13 @@ def scan():
 
 
 # --- environment: a private store, cache and dataset per test --------------------------------------
-@pytest.fixture(scope="session")
-def store_template(tmp_path_factory) -> Path:
-    """An empty, migrated MLflow sqlite store (migrating costs seconds: done once, copied per test)."""
-    folder = tmp_path_factory.mktemp("store-template")
-    db = folder / "mlflow.db"
-    code = ("import mlflow,sys; c=mlflow.MlflowClient(sys.argv[1]); c.search_experiments()")
-    subprocess.run([sys.executable, "-c", code, f"sqlite:///{db}"], check=True, env=child_env(), timeout=120)
-    return db
-
-
 @pytest.fixture
-def store(tmp_path, store_template, mlflow_uri, monkeypatch) -> Path:
-    """``mlflow_uri``'s fresh store in ``tmp_path``, pre-migrated (a copy of the template), with its own cache."""
+def store(tmp_path, mlflow_uri, monkeypatch) -> Path:
+    """``mlflow_uri``'s fresh store in ``tmp_path`` (pre-migrated: a copy of the session's template), with its own cache."""
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SYNTHMED_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     db = tmp_path / "mlflow.db"
     assert mlflow_uri == f"sqlite:///{db}"
-    shutil.copy(store_template, db)  # nothing has opened the store yet: mlflow_uri only named it
     monkeypatch.setenv("SYNTHMED_CACHE_DIR", str(tmp_path / "cache"))
     return db
 
