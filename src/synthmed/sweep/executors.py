@@ -72,7 +72,7 @@ def run_task(task: Task, parent_run_id: str, splits: Splits, pm: pluggy.PluginMa
     return Outcome(task, result.run_id, dict(result.metrics))
 
 
-def record_failure(task: Task, parent_run_id: str, exc: BaseException | None, error: str, started: int) -> str:
+def record_failure(task: Task, parent_run_id: str, exc: BaseException, error: str, started: int) -> str:
     """The FAILED child run of this attempt: train's own (it records errors), or a new one."""
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
@@ -83,7 +83,7 @@ def record_failure(task: Task, parent_run_id: str, exc: BaseException | None, er
         return runs[0].info.run_id
     # train() failed before it opened a run (e.g. a plugin's from_config): record one here
     tags = {**task.tags, "mlflow.parentRunId": parent_run_id,
-            names.TAG_ERROR: (f"{type(exc).__name__}: {exc}" if exc is not None else error.strip().splitlines()[-1])[:5000]}
+            names.TAG_ERROR: f"{type(exc).__name__}: {exc}"[:5000]}
     run_id = client.create_run(experiment_id, run_name=task.run_name, tags=tags).info.run_id
     client.log_text(run_id, error, "error.txt")
     client.set_terminated(run_id, "FAILED")

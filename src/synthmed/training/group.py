@@ -53,7 +53,7 @@ class Trained:
     run_id: str | None
     result: TrainResult | None = None
     error: str | None = None
-    exception: Exception | None = field(default=None, repr=False)
+    exception: Exception | None = field(default=None, repr=False)  # set whenever `error` is
 
 
 @dataclass
