@@ -42,7 +42,14 @@ class Config:
     revision: str | None = _f(None, "hub revision (commit or tag) to pin the dataset to")
     image_size: int = _f(128, "side of the square images fed to the model", min=8, max=4096)
     skip_bad_images: bool = _f(False, "skip (and count) undecodable images instead of failing")
-    test_frac: float = _f(0.2, "test share for datasets without a test split (imagefolder)", gt=0.0, lt=1.0)
+    split: str = _f("given", "given: the dataset's own train/test split; grouped: pool both and split by subject "
+                    "(or near-twin group), so no test image has a twin in training (docs/splits.md)",
+                    choices=("given", "grouped"))
+    groups: str = _f("auto", "split=grouped: auto = link near-twins into pseudo-subjects; or a CSV of file,subject rows")
+    twin_threshold: float | None = _f(None, "split=grouped, groups=auto: RMS pixel distance (0-1, at 64 px) below which "
+                                      "two images are twins; default: read from the gap in the distances", gt=0.0, lt=1.0)
+    test_frac: float = _f(0.2, "test share for datasets without a test split (imagefolder) and for split=grouped",
+                          gt=0.0, lt=1.0)
     split_seed: int = _f(0, "seed of that test split; fixed apart from `seed` so repeated runs share one test set", min=0)
     # sampling
     real_frac: float = _f(1.0, "stratified fraction X of the real training images to keep", gt=0.0, le=1.0)
@@ -84,6 +91,8 @@ class Config:
     experiment: str = _f("synthmed", "MLflow experiment name")
     register: str | None = _f("default", "registered model name; 'default' = synthmed-<dataset>-<model>; 'none' = skip")
     gradcam: bool = _f(True, "log a Grad-CAM panel and agreement metrics with every run")
+    lookup: bool = _f(True, "log what memorization alone scores beside the run: a 1-nearest-neighbour pixel lookup "
+                      "on the run's real images, and the class prior")
     inspect: bool = _f(True, "with synthetic images: log cheap checks of them (realism, label fidelity, memorization)")
     log_model: bool = _f(True, "log the trained model to MLflow (needed to register it; sweeps turn it off)")
     quiet: bool = _f(False, "no progress bars")
@@ -102,6 +111,11 @@ class Config:
             raise SynthmedError(
                 f"generator_options and policy_options must not carry secrets ({', '.join(secrets)}): options are logged and "
                 f"cached; set the provider's environment variable instead (e.g. OPENAI_API_KEY){where}"
+            )
+        if self.split == "given" and (self.groups != "auto" or self.twin_threshold is not None):
+            raise SynthmedError(
+                f"groups={self.groups!r} and twin_threshold={self.twin_threshold!r} choose how split=grouped groups "
+                "images: set split=grouped (the dataset's own split, split=given, has no groups)"
             )
         if self.patience and not self.val_frac:
             raise SynthmedError(

@@ -48,11 +48,11 @@ def _add_commands() -> None:
     """Each command family's module imports cheaply (torch, mlflow load when a command runs)."""
     from synthmed.cli.generate import cache, generate
     from synthmed.cli.gradcam import gradcam_command
-    from synthmed.cli.inspect import inspect_generator_command
+    from synthmed.cli.inspect import audit_split_command, inspect_generator_command
     from synthmed.cli.sweep import report_command, sweep_command
     from synthmed.cli.train import plugins, train
 
-    for command in (train, plugins, generate, cache, inspect_generator_command, sweep_command, report_command,
+    for command in (train, plugins, generate, cache, inspect_generator_command, audit_split_command, sweep_command, report_command,
                     gradcam_command):
         main.add_command(command)
 

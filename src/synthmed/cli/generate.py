@@ -15,7 +15,8 @@ from synthmed.cli.options import build_config, config_options
 
 
 #: the Config fields that decide which images a synthetic run uses (and where they are cached)
-GENERATE_FIELDS = ("dataset", "data_dir", "revision", "image_size", "skip_bad_images", "test_frac", "split_seed",
+GENERATE_FIELDS = ("dataset", "data_dir", "revision", "image_size", "skip_bad_images", "split", "groups", "twin_threshold",
+                   "test_frac", "split_seed",
                    "real_frac", "val_frac", "synth_frac", "generator", "generator_options", "variations_per_image",
                    "balance", "seed", "cache_dir", "allow_external", "quiet")
 

@@ -161,7 +161,7 @@ def clear_memo() -> None:
 
 def _copy_splits(splits: Splits) -> Splits:
     def clone(s: ImageSet) -> ImageSet:
-        return ImageSet(s.images.clone(), s.labels.clone(), s.index.clone(), s.synthetic.clone())
+        return ImageSet(s.images.clone(), s.labels.clone(), s.index.clone(), s.synthetic.clone(), s.groups.clone())
 
     meta: dict[str, Any] = copy.deepcopy(splits.meta)
     return Splits(clone(splits.train), clone(splits.test), splits.classes, splits.fingerprint, meta)

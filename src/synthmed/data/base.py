@@ -24,12 +24,16 @@ class ImageSet:
         labels: ``(N,)`` int64 tensor of class indices.
         index: ``(N,)`` int64 tensor: row of each image in its source split (provenance).
         synthetic: ``(N,)`` bool tensor, True where the image came from a generator.
+        groups: ``(N,)`` int64 tensor: the subject (or near-twin group) of each image under a grouped
+            split (:mod:`synthmed.data.grouped`); ``-1`` where no group is known (the dataset's own
+            split, synthetic images).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor | None = None
     synthetic: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -41,12 +45,19 @@ class ImageSet:
             self.index = torch.arange(n)
         if self.synthetic is None:
             self.synthetic = torch.zeros(n, dtype=torch.bool)
+        if self.groups is None:
+            self.groups = torch.full((n,), -1, dtype=torch.long)
+
+    @property
+    def grouped(self) -> bool:
+        """True when every image carries a group (a grouped split's real images)."""
+        return len(self.groups) > 0 and bool((self.groups >= 0).all())
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, rows: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[rows], self.labels[rows], self.index[rows], self.synthetic[rows])
+        return ImageSet(self.images[rows], self.labels[rows], self.index[rows], self.synthetic[rows], self.groups[rows])
 
     def class_counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
@@ -58,6 +69,7 @@ class ImageSet:
             torch.cat([s.labels for s in sets]),
             torch.cat([s.index for s in sets]),
             torch.cat([s.synthetic for s in sets]),
+            torch.cat([s.groups for s in sets]),
         )
 
 

@@ -65,11 +65,14 @@ class ImageFolder(Dataset):
         decoded = [_decode(root, listing, classes, config) for listing in listings]
         skipped = [name for _, _, names in decoded for name in names]
         if has_train:
-            (train, _, _), (test, _, _) = decoded
+            (train, train_names, _), (test, test_names, _) = decoded
             meta: dict[str, Any] = {"layout": "train/ and test/ folders", "test_split": "folder test/"}
         else:
             full, files, _ = decoded[0]
             train, test, meta = _split(full, files, config)
+            train_names = [files[i] for i in train.index.tolist()]
+            test_names = meta["test_files"]
+        meta["image_files"] = {"train": train_names, "test": test_names}  # names a groups=PATH CSV uses
         _check_nonempty(root, classes, train)
         meta.update(
             source=str(root),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from synthmed.data.grouped import group_split, regroup
 from synthmed.data.sampling import split_validation, stratified_sample
+from synthmed.errors import SynthmedError
 from synthmed.plugins import registry
 
 if TYPE_CHECKING:
@@ -18,12 +20,23 @@ if TYPE_CHECKING:
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
 
-__all__ = ["load_splits", "present", "sample_real"]
+__all__ = ["load_splits", "present", "sample_real", "split_as_configured"]
 
 
 def load_splits(config: Config, pm: pluggy.PluginManager | None = None) -> Splits:
-    """Load the configured dataset through its plugin (decoded once per process and image size)."""
-    return present(registry("datasets", pm).get(config.dataset)().load(config), config, pm)
+    """Load the configured dataset through its plugin (decoded once per process and image size), split
+    as ``config.split`` says (the dataset's own split, or grouped: :mod:`synthmed.data.grouped`)."""
+    return present(regroup(registry("datasets", pm).get(config.dataset)().load(config), config), config, pm)
+
+
+def split_as_configured(splits: Splits, config: Config) -> Splits:
+    """Splits handed in by a caller (a sweep loads once), regrouped if ``config`` asks for a grouped split."""
+    if config.split == "grouped" and splits.meta.get("split") != "grouped":
+        return regroup(splits, config)
+    if config.split == "given" and splits.meta.get("split") == "grouped":
+        raise SynthmedError("these splits were regrouped (split=grouped) but the config says split=given — load "
+                            "the dataset again, or set split=grouped")
+    return splits
 
 
 def present(splits: Splits, config: Config, pm: pluggy.PluginManager | None = None) -> Splits:
@@ -38,11 +51,18 @@ def sample_real(splits: Splits, config: Config) -> tuple[ImageSet, ImageSet | No
     """The stratified real sample (fraction X) and, when ``val_frac`` > 0, a validation part carved from it.
 
     The first part is everything the run may learn from: the policy's training set, a learned
-    generator's fit. The validation part only selects the epoch (early stopping).
+    generator's fit. The validation part only selects the epoch (early stopping). Under a grouped
+    split the validation part is carved by group too (whole subjects), so that the epoch is not
+    chosen by twins of the training images.
     """
     rows = stratified_sample(splits.train.labels, config.real_frac, config.seed)
     real = splits.train.subset(rows)
     if not config.val_frac:
         return real, None
-    train_rows, val_rows = split_validation(real.labels, config.val_frac, config.seed)
+    if real.grouped:
+        cut = group_split(real.labels, real.groups, config.val_frac, config.seed, classes=splits.classes,
+                          what="validation")
+        train_rows, val_rows = cut.train_rows, cut.test_rows
+    else:
+        train_rows, val_rows = split_validation(real.labels, config.val_frac, config.seed)
     return real.subset(train_rows), real.subset(val_rows)

@@ -57,6 +57,7 @@ def worst_pairs_figure(
     *,
     labels: Sequence[str] | None = None,
     title: str = "Synthetic images closest to another real training image",
+    left_name: str = "synthetic",
 ) -> Figure:
     """Pairs ``synthetic | nearest other real image``, columns of pairs, most copy-like first."""
     n = len(synthetic)
@@ -72,7 +73,51 @@ def worst_pairs_figure(
     for i in range(n):
         r, c = divmod(i, cols)
         pre = f"{labels[i]} " if labels else ""
-        _show(axes[r][2 * c], synthetic[i], f"{pre}synthetic")
-        _show(axes[r][2 * c + 1], nearest[i], f"d {_fmt(float(nearest_distance[i]))} r {_fmt(float(ratio[i]))}")
+        ratio_text = "" if ratio[i] != ratio[i] else f" r {_fmt(float(ratio[i]))}"
+        _show(axes[r][2 * c], synthetic[i], f"{pre}{left_name}")
+        _show(axes[r][2 * c + 1], nearest[i], f"d {_fmt(float(nearest_distance[i]))}{ratio_text}")
     fig.tight_layout()
     return fig
+
+
+# --- the split audit (synthmed.inspection.split) ----------------------------------------------------
+def twin_histogram_figure(test_nearest: torch.Tensor, neighbour_distances: torch.Tensor, threshold: float, *,
+                          split: str, size: int) -> Figure:
+    """Histograms of nearest RMS distances, the twin threshold marked.
+
+    Left: every image's 1st..kth nearest other image (all pooled): the twin mode and the rest.
+    Right: each test image's nearest training image: left of the line, a lookup finds a twin.
+    """
+    import numpy as np
+
+    fig = Figure(figsize=(10, 3.8))
+    left, right = fig.subplots(1, 2)
+    d = neighbour_distances.numpy()
+    top = float(max(np.quantile(d, 0.995), float(test_nearest.max()) if len(test_nearest) else 0, threshold * 1.5))
+    bins = np.linspace(0, top, 80)
+    for k in range(d.shape[1]):
+        left.hist(d[:, k], bins=bins, histtype="step", label=f"neighbour {k + 1}")
+    left.set_title(f"all images pooled: nearest other images ({size} px)", fontsize=9)
+    right.hist(test_nearest.numpy(), bins=bins, color="tab:blue", alpha=0.8)
+    share = float((test_nearest < threshold).float().mean()) if len(test_nearest) else float("nan")
+    right.set_title(f"{split} split: test image → nearest training image\n{share:.1%} below the threshold",
+                    fontsize=9)
+    for ax in (left, right):
+        ax.axvline(threshold, color="tab:red", linestyle="--", label=f"twin threshold {threshold:.3f}")
+        ax.set_xlabel("RMS distance (pixels in [0, 1])")
+        ax.set_ylabel("images")
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def closest_pairs_figure(test_images: torch.Tensor, train_images: torch.Tensor, distances: Sequence[float],
+                         test_labels: Sequence[str], train_labels: Sequence[str], *, split: str) -> Figure:
+    """Pairs ``test image | its nearest training image`` (closest first), labels and distance in the titles."""
+    return worst_pairs_figure(test_images, train_images, distances, [float("nan")] * len(distances),
+                              labels=[f"{a} → {b}" for a, b in zip(test_labels, train_labels)],
+                              title=f"{split} split: the test images closest to a training image "
+                                    "(left: test, right: nearest training image, d = RMS distance)",
+                              left_name="(test → train)")

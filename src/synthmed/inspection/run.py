@@ -8,15 +8,21 @@ hands over; :func:`inspect_generator` is the orchestration that opens its own ML
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from synthmed import tracking
 from synthmed.data.loading import load_splits, sample_real
 from synthmed.generators.build import fitted_generator
 from synthmed.generators.cache import GenerationCache
 from synthmed.inspection import InspectionResult, inspect_generation, log_inspection
+from synthmed.inspection.figures import closest_pairs_figure, twin_histogram_figure
 from synthmed.inspection.reference import ReferenceClassifier
+from synthmed.inspection.split import DEFAULT_FRACTIONS, SplitAudit, audit_split
 from synthmed.plugins import default_plugin_manager, registry
 from synthmed.policies.base import PolicyContext
 
@@ -26,7 +32,7 @@ if TYPE_CHECKING:
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
 
-__all__ = ["InspectReport", "check_run", "inspect_generator"]
+__all__ = ["InspectReport", "check_run", "inspect_generator", "run_audit"]
 
 CHEAP_MAX_IMAGES = 256  # synthetic images the per-run check looks at (seeded subsample)
 
@@ -84,3 +90,46 @@ def inspect_generator(config: Config, pm: pluggy.PluginManager | None = None) ->
         mixed = policy.training_set(real, ctx)
         result = check_run(mixed, real, splits, config, logger, cheap=False)
         return InspectReport(logger.run_id, dict(result.metrics) if result is not None else {})
+
+
+def run_audit(config: Config, *, fractions: tuple[float, ...] = DEFAULT_FRACTIONS, simulations: int = 3,
+              features: bool = True, pairs: int = 12, output: Path | None = None,
+              pm: pluggy.PluginManager | None = None) -> tuple[str, SplitAudit]:
+    """Audit the split ``config`` describes (:func:`synthmed.inspection.split.audit_split`) in a new MLflow run.
+
+    Logs the metrics, ``audit/report.md``, ``audit/lookup.json``, the distance histogram and the
+    closest pairs; with ``output``, writes the same files there. Returns the run id and the audit.
+    """
+    pm = pm or default_plugin_manager()
+    tracking.prepare_store(config)
+    splits = load_splits(config, pm)
+    reference = reference_for(splits, config)[0] if features else None
+    split_name = config.split
+    with tracking.run(config, splits, run_name=f"audit-split-{split_name}",
+                      tags={tracking.names.TAG_KIND: "audit-split"}) as logger:
+        audit = audit_split(splits, config, fractions=fractions, simulations=simulations, reference=reference)
+        logger.log_metrics(audit.metrics())
+        order = torch.argsort(audit.test_nearest)[:pairs]
+        rows = audit.test_nearest_row[order]
+        figures = {
+            "audit/twin_distances.png": twin_histogram_figure(audit.test_nearest, audit.neighbour_distances,
+                                                              audit.threshold, split=split_name, size=audit.size),
+            "audit/closest_pairs.png": closest_pairs_figure(
+                splits.test.images[order], splits.train.images[rows], audit.test_nearest[order].tolist(),
+                [splits.display_classes[i] for i in splits.test.labels[order].tolist()],
+                [splits.display_classes[i] for i in splits.train.labels[rows].tolist()], split=split_name),
+        }
+        texts = {"audit/report.md": audit.markdown(),
+                 "audit/lookup.json": json.dumps({"per_simulation": audit.lookup,
+                                                  "median_per_fraction": audit.lookup_by_fraction()}, indent=2)}
+        for path, fig in figures.items():
+            logger.log_figure(fig, path)
+        for path, text in texts.items():
+            logger.log_text(text, path)
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            for path, fig in figures.items():
+                fig.savefig(output / Path(path).name, dpi=110)
+            for path, text in texts.items():
+                (output / Path(path).name).write_text(text)
+        return logger.run_id, audit

@@ -58,7 +58,7 @@ class OversamplePolicy(AugmentationPolicy):
         plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, ctx.config)
         rows = torch.tensor([row for row, _ in plan.requests], dtype=torch.long)  # (S,) rows of `real`
         copies = ImageSet(real.images[rows], real.labels[rows], real.index[rows],
-                          torch.zeros(len(rows), dtype=torch.bool))  # copies are real images
+                          torch.zeros(len(rows), dtype=torch.bool), real.groups[rows])  # copies are real images
         ctx.log_params({"oversample_real_images": len(real), "oversample_copies": len(copies),
                         "oversample_per_class": json.dumps(plan.counts)})
         return ImageSet.concat([real, copies])

@@ -82,7 +82,8 @@ class SyntheticPolicy(AugmentationPolicy):
         kept = [i for i, img in enumerate(result.images) if img is not None]  # refusals leave gaps
         rows = [plan.requests[i][0] for i in kept]
         images = torch.stack([result.images[i] for i in kept]) if kept else real.images[:0]
-        synth = ImageSet(images, real.labels[rows], real.index[rows], torch.ones(len(kept), dtype=torch.bool))
+        synth = ImageSet(images, real.labels[rows], real.index[rows], torch.ones(len(kept), dtype=torch.bool),
+                         real.groups[rows])  # a variation belongs to its source's subject
         refuse_test_images(synth, ctx.splits.test, generator.name)
         mixed = ImageSet.concat([real, synth])
 

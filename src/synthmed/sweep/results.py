@@ -17,13 +17,16 @@ import pandas as pd
 from synthmed.errors import SynthmedError
 from synthmed.sweep.provenance import provenance
 from synthmed.tracking import names
-from synthmed.tracking.names import SWEEP_METRICS as METRICS
+from synthmed.tracking.names import REFERENCE_METRICS, SWEEP_METRICS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
 __all__ = ["SweepData", "child_runs", "load_sweep"]
+
+#: the columns collected per run: the compared metrics, then the reference lines (lookup, class prior)
+METRICS = SWEEP_METRICS + REFERENCE_METRICS
 
 
 @dataclass

@@ -287,6 +287,7 @@ def _log_run_header(active: Any, config: Config, splits: Splits, tags: dict[str,
         names.TAG_MODEL: config.model,
         names.TAG_POLICY: config.policy,
         names.TAG_REAL_FRAC: f"{config.real_frac:g}",
+        names.TAG_SPLIT: config.split,
         **ghosts.owner_tags(),  # lets a later run prove this one dead if the process is killed
     }
     mark_experiment_kind(active.info.experiment_id)

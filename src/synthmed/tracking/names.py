@@ -14,6 +14,7 @@ TAG_FINGERPRINT = "synthmed.dataset_fingerprint"
 TAG_MODEL = "synthmed.model"
 TAG_POLICY = "synthmed.policy"
 TAG_REAL_FRAC = "synthmed.real_frac"
+TAG_SPLIT = "synthmed.split"  # given | grouped: which train/test split the run measured on
 TAG_GIT_COMMIT = "synthmed.git_commit"
 TAG_ERROR = "synthmed.error"  # why a run failed (also on interrupted sweep children)
 TAG_OPEN_SET = "synthmed.open_set"  # a learned generator was warm-started from data outside the sample
@@ -50,4 +51,11 @@ HEADLINE = "test_cross_entropy"  # the thesis's measure (Chapter 7): what sweeps
 #: the metrics a sweep summarises and compares, headline first
 SWEEP_METRICS = (HEADLINE, "test_accuracy", "test_macro_f1")
 #: what `synthmed train` prints
+#: what a run logs beside its own scores (synthmed.lookup): a lookup with no learning, and the class prior
+LOOKUP_CE = "lookup_test_cross_entropy"
+LOOKUP_ACCURACY = "lookup_test_accuracy"
+PRIOR_CE = "prior_test_cross_entropy"
+#: collected with a sweep's results and drawn as reference lines, never compared between policies (every
+#: policy of a real fraction and simulation shares the sample, hence the lookup)
+REFERENCE_METRICS = (LOOKUP_CE, LOOKUP_ACCURACY, PRIOR_CE)
 TRAIN_SUMMARY = (HEADLINE, "test_accuracy", "test_balanced_accuracy", "test_macro_f1")

@@ -16,15 +16,18 @@ import torch
 
 from synthmed import tracking
 from synthmed.config import Config
-from synthmed.data.loading import load_splits, present, sample_real  # the run's data (re-exported here)
+from synthmed.data.loading import (  # the run's data (re-exported here)
+    load_splits, present, sample_real, split_as_configured)
 from synthmed.evaluation import evaluate, predict_logits, to_input
 from synthmed.generators.build import build_generator, fitted_generator
 from synthmed.gradcam.panel import log_run_gradcam, panel_classes
 from synthmed.inspection.run import check_run
+from synthmed.lookup import lookup_baseline
 from synthmed.plugins import default_plugin_manager, registry
 from synthmed.policies.base import PolicyContext
 from synthmed.runtime import (  # where and how it computes (re-exported here)
     autocast_dtype, precision_name, release_freed_memory, resolve_device, tune_memory)
+from synthmed.tracking.names import PRIOR_CE
 from synthmed.training import loop
 from synthmed.training.loop import step_budget
 
@@ -145,7 +148,7 @@ def setup(config: Config | None = None, *, splits: Splits | None = None, pm: plu
         generator = build_generator(config, pm)
     device = resolve_device(config)
     tracking.prepare_store(config)  # a silent tracking server fails now; ghost runs are marked KILLED
-    splits = present(splits, config, pm) if splits is not None else load_splits(config, pm)
+    splits = present(split_as_configured(splits, config), config, pm) if splits is not None else load_splits(config, pm)
     return Job(config, pm, factory, policy, device, splits, generator)
 
 
@@ -174,6 +177,15 @@ def prepare(job: Job, logger: Any) -> Prepared:
                     job.factory.training_forward(model), generator)
 
 
+def reference_scores(prepared: Prepared, splits: Splits, config: Config, device: str) -> dict[str, float]:
+    """The 1-NN pixel lookup (:mod:`synthmed.lookup`) and the class prior, from the run's real images only."""
+    found = lookup_baseline(prepared.real, splits.test, splits.num_classes, validation=prepared.val, device=device,
+                            seed=config.seed)
+    prior = torch.bincount(prepared.real.labels, minlength=splits.num_classes).double()
+    log_prior = (prior / prior.sum()).log()
+    return {**found.metrics(), PRIOR_CE: float(-log_prior[splits.test.labels].mean())}
+
+
 def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> TrainResult:
     """After training: log how it ran, evaluate on the test split, Grad-CAM, the model."""
     config, splits, device, model = job.config, job.splits, job.device, prepared.model
@@ -186,6 +198,10 @@ def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> T
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     logger.log_metrics(metrics)
     logger.log_evaluation(result, splits.classes, splits.display_classes)
+    if config.lookup:  # beside the model: what a lookup with no learning, and the class prior, score
+        reference = reference_scores(prepared, splits, config, device)
+        logger.log_metrics(reference)
+        metrics.update(reference)
     if config.gradcam:
         metrics.update(log_run_gradcam(model=model, factory=job.factory, splits=splits, real=prepared.real,
                                        config=config, device=device, sink=logger, generator=prepared.generator))
