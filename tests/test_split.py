@@ -162,6 +162,9 @@ def test_stratification_keeps_every_class_with_two_groups_on_both_sides_and_says
         else:
             assert on_train and not on_test
             assert any(f"class {c} forms a single group" in note for note in cut.notes)
+    if sizes and len(sizes[0]) == 2:  # fewer groups than min_groups: the class stays whole in training
+        kept = group_split(torch.tensor(labels), torch.tensor(groups), frac, seed, min_groups=3)
+        assert not (labels_t[kept.test_rows] == 0).any() and any("class 0 forms only 2 groups" in n for n in kept.notes)
 
 
 def test_mixed_groups_are_counted_and_kept_whole():

@@ -25,9 +25,12 @@ __all__ = [
     "SynthmedError",
     "TrainResult",
     "__version__",
+    "audit_split",
     "get_plugin_manager",
     "gradcam",
     "hookimpl",
+    "load_splits",
+    "lookup_baseline",
     "prefill",
     "registry",
     "sweep",
@@ -44,6 +47,9 @@ _LAZY = {
     "SweepResult": ("synthmed.sweep.run", "SweepResult"),
     "SweepSpec": ("synthmed.sweep.spec", "SweepSpec"),
     "prefill": ("synthmed.policies.prefill", "prefill"),
+    "load_splits": ("synthmed.data.loading", "load_splits"),
+    "audit_split": ("synthmed.inspection.split", "audit_split"),
+    "lookup_baseline": ("synthmed.lookup", "lookup_baseline"),
 }
 
 if TYPE_CHECKING:
@@ -52,6 +58,9 @@ if TYPE_CHECKING:
     from synthmed.models.base import ModelFactory
     from synthmed.policies.base import AugmentationPolicy
     from synthmed import sweep
+    from synthmed.data.loading import load_splits
+    from synthmed.inspection.split import audit_split
+    from synthmed.lookup import lookup_baseline
     from synthmed.policies.prefill import prefill
     from synthmed.sweep.run import SweepResult
     from synthmed.sweep.spec import SweepSpec

@@ -71,7 +71,7 @@ class GroupSplit:
 
 
 def group_split(labels: torch.Tensor, groups: torch.Tensor, frac: float, seed: int, *,
-                classes: tuple[str, ...] | None = None, what: str = "test") -> GroupSplit:
+                classes: tuple[str, ...] | None = None, what: str = "test", min_groups: int = 2) -> GroupSplit:
     """Whole groups to one side: about ``frac`` of each class's images held out, seeded.
 
     Each group takes its majority label (ties: the smaller label). Per class in ascending label
@@ -87,6 +87,7 @@ def group_split(labels: torch.Tensor, groups: torch.Tensor, frac: float, seed: i
         seed: seed of the group shuffle.
         classes: class names for the record (default ``"class <i>"``).
         what: the held-out side's name in notes (``test``, ``validation``).
+        min_groups: a class needs this many groups (at least 2) to give any to the held-out side.
 
     Returns:
         A :class:`GroupSplit`: ``train_rows`` and ``test_rows`` (sorted, disjoint, covering every row).
@@ -115,9 +116,9 @@ def group_split(labels: torch.Tensor, groups: torch.Tensor, frac: float, seed: i
         ids = sorted(g for g, lab in group_label.items() if lab == c)
         n_c = sum(len(members[g]) for g in ids)
         chosen: list[int] = []
-        if len(ids) < 2:
-            notes.append(f"{name} forms a single group ({n_c} images): it cannot be on both sides, so all of it "
-                         f"stays in training and the {what} split has none of it")
+        if len(ids) < max(2, min_groups):
+            notes.append(f"{name} forms {'a single group' if len(ids) == 1 else f'only {len(ids)} groups'} "
+                         f"({n_c} images): all of it stays in training and the {what} split has none of it")
         else:
             target = max(1, keep_count(n_c, frac))
             count = 0

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
 
-__all__ = ["load_splits", "present", "sample_real", "split_as_configured"]
+__all__ = ["VALIDATION_MIN_GROUPS", "load_splits", "present", "sample_real", "split_as_configured"]
+
+#: a class of a grouped sample gives groups to the validation carve only when it has at least this many
+VALIDATION_MIN_GROUPS = 3
 
 
 def load_splits(config: Config, pm: pluggy.PluginManager | None = None) -> Splits:
@@ -53,7 +56,9 @@ def sample_real(splits: Splits, config: Config) -> tuple[ImageSet, ImageSet | No
     The first part is everything the run may learn from: the policy's training set, a learned
     generator's fit. The validation part only selects the epoch (early stopping). Under a grouped
     split the validation part is carved by group too (whole subjects), so that the epoch is not
-    chosen by twins of the training images.
+    chosen by twins of the training images. A class with fewer than :data:`VALIDATION_MIN_GROUPS`
+    groups in the sample gives none to validation: taking one of its two subjects away would halve
+    what the run learns that class from (Moderate Demented has three groups in all).
     """
     rows = stratified_sample(splits.train.labels, config.real_frac, config.seed)
     real = splits.train.subset(rows)
@@ -61,7 +66,7 @@ def sample_real(splits: Splits, config: Config) -> tuple[ImageSet, ImageSet | No
         return real, None
     if real.grouped:
         cut = group_split(real.labels, real.groups, config.val_frac, config.seed, classes=splits.classes,
-                          what="validation")
+                          what="validation", min_groups=VALIDATION_MIN_GROUPS)
         train_rows, val_rows = cut.train_rows, cut.test_rows
     else:
         train_rows, val_rows = split_validation(real.labels, config.val_frac, config.seed)

@@ -2,7 +2,7 @@
 
 Plain data over MLflow ``Run`` objects (no MLflow import): generator and its parameters, shared
 or per-simulation generations, training budget, epochs, image size, the device and precision
-actually used, dataset fingerprint and revision, open-set flags.
+actually used, dataset fingerprint, revision and train/test split, open-set flags.
 """
 
 from __future__ import annotations
@@ -44,10 +44,22 @@ def provenance(parent: Run, children: list[Run]) -> dict[str, str]:
         "precision": seen("precision_used") if any("precision_used" in r.data.params for r in children)
         else tags.get(names.TAG_PRECISION, "n/a"),
         "dataset": params.get("dataset", "n/a"),
+        "split": _split(params, children),
         "dataset_fingerprint": seen(names.TAG_FINGERPRINT, "tags"),
         "dataset_revision": params.get("revision", "None"),
         "open_set": ", ".join(open_set) if open_set else "no",
     }
+
+
+def _split(params: dict[str, str], children: list[Run]) -> str:
+    """``given`` (the dataset's own split) or ``grouped`` with how it grouped, from the runs' data params."""
+    split = params.get("split", "given")
+    if split != "grouped":
+        return split
+    found = sorted({f"grouped by {r.data.params.get('data.split_groups', 'group')}"
+                    + (f" at RMS {r.data.params['data.twin_threshold']}" if "data.twin_threshold" in r.data.params
+                       else "") for r in children})
+    return "; ".join(found) or "grouped"
 
 
 def provenance_line(prov: dict[str, str]) -> str:
@@ -57,4 +69,5 @@ def provenance_line(prov: dict[str, str]) -> str:
             f"{prov.get('epochs', 'n/a')} epochs, {prov.get('image_size', 'n/a')} px; "
             f"device {prov.get('device', 'n/a')}, precision {prov.get('precision', 'n/a')}; dataset "
             f"{prov.get('dataset', 'n/a')} fingerprint {prov.get('dataset_fingerprint', 'n/a')}, revision "
-            f"{prov.get('dataset_revision', 'n/a')}; open-set: {prov.get('open_set', 'no')}.")
+            f"{prov.get('dataset_revision', 'n/a')}, split {prov.get('split', 'given')}; "
+            f"open-set: {prov.get('open_set', 'no')}.")

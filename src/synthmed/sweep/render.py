@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from synthmed.figures import pyplot
 from synthmed.stats.equivalence import describe, isotonic_decreasing
 from synthmed.sweep.provenance import provenance_line
-from synthmed.tracking.names import HEADLINE
+from synthmed.tracking.names import HEADLINE, LOOKUP_CE, PRIOR_CE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,10 +64,31 @@ def distribution_figure(results: pd.DataFrame, model: str, policies: list[str], 
     return fig
 
 
-def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Figure:
-    """Median test cross-entropy against real fraction per policy, with 95% CI bands (Fig. 7.1 extended)."""
+def reference_lines(results: pd.DataFrame, model: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Per real fraction, the median of what each run logged beside itself (:data:`REFERENCE_METRICS`):
+    ``{label: (fractions, medians)}`` for the lookup and the class prior; empty where runs logged none."""
+    rows = results[results["model"] == model]
+    out = {}
+    for metric, label in ((LOOKUP_CE, "1-NN pixel lookup (no learning)"), (PRIOR_CE, "class prior")):
+        if metric not in rows or rows[metric].isna().all():
+            continue
+        medians = rows.groupby("real_frac")[metric].median().dropna()
+        out[label] = ([float(f) for f in medians.index], [float(v) for v in medians.to_numpy()])
+    return out
+
+
+def median_figure(summary: pd.DataFrame, model: str, policies: list[str],
+                  references: dict[str, tuple[list[float], list[float]]] | None = None) -> Figure:
+    """Median test cross-entropy against real fraction per policy, with 95% CI bands (Fig. 7.1 extended).
+
+    ``references`` (:func:`reference_lines`) are drawn in grey: what a lookup with no learning, and the
+    class prior, score at each fraction — a policy's curve above them shows nothing learned beyond them.
+    """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (label, (xs, ys)), style in zip((references or {}).items(), ("--", ":")):
+        ax.plot(xs, ys, style, color="0.35", marker="x", label=label, zorder=1)
+    drawn = False
     colors = plt.get_cmap("tab10")
     for j, policy in enumerate(policies):
         rows = summary[(summary.model == model) & (summary.policy == policy)].sort_values("real_frac")
@@ -77,6 +98,7 @@ def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Fig
         median, low, high = (rows[f"{HEADLINE}.{k}"].to_numpy() for k in ("median", "ci_low", "ci_high"))
         ax.errorbar(x, median, yerr=[median - low, high - median], marker="o", capsize=3, color=colors(j % 10),
                     label=policy)
+        drawn = True
         if len(x) > 1:
             ax.fill_between(x, low, high, color=colors(j % 10), alpha=0.12)
     fracs = sorted(summary[summary.model == model].real_frac.unique())
@@ -87,8 +109,8 @@ def median_figure(summary: pd.DataFrame, model: str, policies: list[str]) -> Fig
     ax.set_ylabel("median test cross-entropy (95% CI)")
     ax.set_title(f"{model}: median test cross-entropy")
     ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(title="policy")
+    if drawn:
+        ax.legend(title="policy", fontsize=8)
     else:  # every simulation of this model failed: say so instead of an empty chart
         ax.text(0.5, 0.5, "no finished simulations", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
@@ -219,7 +241,8 @@ def write_report(folder: Path, data: SweepData, tables: Tables) -> list[Path]:
     for model in data.models:
         dist = distribution_figure(data.results, model, data.policies, data.real_fracs)
         drawn = [(f"distribution_{model}.png", dist),
-                 (f"median_vs_real_frac_{model}.png", median_figure(summary, model, data.policies))]
+                 (f"median_vs_real_frac_{model}.png", median_figure(summary, model, data.policies,
+                                                                    references=reference_lines(data.results, model)))]
         if len(equivalents[equivalents["model"] == model]):
             drawn.append((f"real_scan_equivalent_{model}.png", equivalence_figure(data.results, equivalents, model)))
         for name, fig in drawn:
