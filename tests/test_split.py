@@ -307,3 +307,67 @@ def test_the_audit_finds_exactly_the_constructed_twins(pm, tmp_path):
     grouped = audit_split(load_splits(config, pm), config, fractions=(1.0,), simulations=1)
     assert grouped.groups_spanning == 0 and grouped.twin_share == 0.0
     assert "| alpha | 6 |" in audit.markdown()
+
+
+# --- beside every run, in sweep reports, and from the command line --------------------------------------
+def test_every_run_logs_the_lookup_and_the_prior_beside_its_own_scores(mlflow_uri, tiny_splits):
+    import mlflow
+
+    from synthmed.training import train
+
+    fast = dict(epochs=1, image_size=32, gradcam=False, log_model=False, register="none", quiet=True, batch_size=16)
+    result = train(Config(**fast, real_frac=0.5, val_frac=0.25), splits=tiny_splits)
+    logged = mlflow.get_run(result.run_id).data
+    for name in ("lookup_test_accuracy", "lookup_test_cross_entropy", "lookup_temperature", "prior_test_cross_entropy"):
+        assert name in logged.metrics and math.isfinite(logged.metrics[name])
+    counts = torch.bincount(sample_real(tiny_splits, Config(**fast, real_frac=0.5, val_frac=0.25))[0].labels,
+                            minlength=4).double()
+    prior = -(counts / counts.sum()).log()[tiny_splits.test.labels].mean()
+    assert logged.metrics["prior_test_cross_entropy"] == pytest.approx(float(prior))
+    assert logged.tags["synthmed.split"] == "given"
+    off = train(Config(**fast, lookup=False), splits=tiny_splits)
+    assert "lookup_test_accuracy" not in mlflow.get_run(off.run_id).data.metrics
+
+
+def test_the_sweep_report_draws_the_lookup_and_prior_lines():
+    import pandas as pd
+
+    from synthmed.sweep.render import median_figure, reference_lines
+
+    results = pd.DataFrame({"model": "cnn", "policy": ["none"] * 4, "real_frac": [0.3, 0.3, 1.0, 1.0],
+                            "test_cross_entropy": [0.7, 0.8, 0.2, 0.3],
+                            "lookup_test_cross_entropy": [0.30, 0.34, 0.01, 0.02],
+                            "prior_test_cross_entropy": [1.0, 1.0, 1.0, 1.0]})
+    lines = reference_lines(results, "cnn")
+    assert lines["1-NN pixel lookup (no learning)"] == ([0.3, 1.0], [pytest.approx(0.32), pytest.approx(0.015)])
+    summary = pd.DataFrame({"model": "cnn", "policy": "none", "real_frac": [0.3, 1.0],
+                            "test_cross_entropy.median": [0.75, 0.25], "test_cross_entropy.ci_low": [0.7, 0.2],
+                            "test_cross_entropy.ci_high": [0.8, 0.3]})
+    fig = median_figure(summary, "cnn", ["none"], references=lines)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "1-NN pixel lookup (no learning)" in labels and "class prior" in labels and "none" in labels
+    assert reference_lines(results.drop(columns=["lookup_test_cross_entropy", "prior_test_cross_entropy"]), "cnn") == {}
+
+
+def test_audit_split_command_logs_and_writes_the_audit(mlflow_uri, tmp_path):
+    import mlflow
+    from click.testing import CliRunner
+
+    from synthmed.cli import main
+
+    root = _folder(tmp_path / "data", per_class=8)
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(main, ["audit-split", "--dataset", "imagefolder", "--data-dir", str(root),
+                                       "--image-size", "16", "--test-frac", "0.25", "--fractions", "0.5,1",
+                                       "--simulations", "2", "--features", "false", "--output", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "test images with a near-twin in training" in result.output
+    assert {p.name for p in out.iterdir()} == {"twin_distances.png", "closest_pairs.png", "report.md", "lookup.json"}
+    import re
+
+    run_id = re.search(r"^run ([0-9a-f]{32})$", result.output, re.M).group(1)
+    run = mlflow.get_run(run_id)
+    assert run.data.tags["synthmed.kind"] == "audit-split" and "audit_twin_share" in run.data.metrics
+    assert "audit_lookup_cross_entropy.0.5" in run.data.metrics
+    bad = CliRunner().invoke(main, ["audit-split", "--fractions", "0,2"])
+    assert bad.exit_code != 0 and "each fraction must be in (0, 1]" in bad.output
