@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from synthmed.stats import (
-    cohen_dz, hodges_lehmann, hodges_lehmann_ci, holm, rank_biserial, signed_rank_cdf, wilcoxon_p)
+    cohen_dz, exact_signed_rank_p, hodges_lehmann, hodges_lehmann_ci, holm, rank_biserial, signed_rank_cdf, wilcoxon_p)
 from synthmed.stats.equivalence import describe, invert_curve, isotonic_decreasing, real_scan_equivalent, \
     real_scan_equivalents
 from synthmed.tracking.names import HEADLINE
@@ -199,3 +199,50 @@ def test_isotonic_fit_is_scipys(points):
     y, w = (list(t) for t in zip(*points))
     expected = isotonic_regression(y, weights=w, increasing=False).x
     assert np.allclose(isotonic_decreasing(y, w), expected)
+
+
+def _t_plus(x, axis=-1):
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.abs(x), axis=axis)
+    return np.sum(np.where(x > 0, ranks, 0.0), axis=axis)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(-4, 4).map(lambda v: v / 10), min_size=1, max_size=12))
+def test_wilcoxon_p_is_the_exact_permutation_p_tied_or_not(d):
+    """Ties (and zeros) are common for accuracy and macro-F1 differences: the p is still exact."""
+    from scipy.stats import permutation_test
+
+    x = np.asarray([v for v in d if v != 0])
+    if len(d) < 2:
+        assert math.isnan(wilcoxon_p(d))
+        return
+    if x.size == 0:
+        assert wilcoxon_p(d) == 1.0
+        return
+    if x.size == 1:  # both signs equally likely: p = 2 · 1/2 (scipy's permutation_test wants two values)
+        assert wilcoxon_p(d) == 1.0
+        return
+    expected = permutation_test((x,), _t_plus, permutation_type="samples", n_resamples=np.inf, vectorized=True,
+                                alternative="two-sided").pvalue
+    assert wilcoxon_p(d) == pytest.approx(min(1.0, expected), abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-3, 3, allow_nan=False).map(lambda v: round(v, 3)), min_size=2, max_size=20, unique=True))
+def test_exact_signed_rank_p_without_ties_is_scipys_exact_wilcoxon(d):
+    from scipy.stats import wilcoxon
+
+    assume(0 not in d and len({abs(v) for v in d}) == len(d))
+    assert exact_signed_rank_p(d) == pytest.approx(wilcoxon(d, method="exact").pvalue)
+
+
+def test_five_tied_negative_differences_are_not_significant():
+    # scipy's normal approximation without continuity correction said p ≈ 0.025; all 2^5 sign flips say 2/32
+    assert wilcoxon_p([-0.01] * 5) == pytest.approx(0.0625)
+    assert wilcoxon_p([-0.01, -0.01, -0.02, -0.02, -0.03]) == pytest.approx(0.0625)
+
+
+def test_a_constant_difference_has_no_standardized_effect():
+    assert math.isnan(cohen_dz([0.1, 0.1, 0.1])) and math.isnan(cohen_dz([-0.3] * 7))

@@ -34,7 +34,7 @@ from synthmed.stats.equivalence import (
 )
 from synthmed.stats.intervals import N_BOOT, bootstrap_ci, hodges_lehmann_ci
 from synthmed.stats.multiplicity import holm
-from synthmed.stats.paired import signed_rank_cdf, signed_rank_critical, wilcoxon_p
+from synthmed.stats.paired import exact_signed_rank_p, signed_rank_cdf, signed_rank_critical, wilcoxon_p
 from synthmed.stats.summaries import paired_difference, summarize
 from synthmed.stats.tables import Tables, build_tables, pairs_table, summary_table
 
@@ -48,6 +48,7 @@ __all__ = [
     "cell_prefix",
     "cohen_dz",
     "describe",
+    "exact_signed_rank_p",
     "frac_label",
     "hodges_lehmann",
     "hodges_lehmann_ci",

@@ -43,9 +43,15 @@ def rank_biserial(d: Sequence[float] | np.ndarray) -> float:
 
 
 def cohen_dz(d: Sequence[float] | np.ndarray) -> float:
-    """``mean(d) / sd(d)`` (NaN with fewer than 2 pairs or no spread)."""
+    """``mean(d) / sd(d)`` (NaN with fewer than 2 pairs or no spread).
+
+    "No spread" includes the rounding noise of equal differences (``[0.1, 0.1, 0.1]`` has a float
+    sd of about 1e-17): an sd below 1e-12 of the largest ``|d|`` counts as zero, so a constant
+    difference gives NaN (undefined), never a huge effect.
+    """
     x = np.asarray(d, dtype=float)
     if x.size < 2:
         return math.nan
     sd = float(x.std(ddof=1))
-    return float(x.mean() / sd) if sd > 0 else math.nan
+    scale = float(np.abs(x).max())
+    return float(x.mean() / sd) if sd > 1e-12 * scale and sd > 0 else math.nan
