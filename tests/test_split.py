@@ -369,5 +369,6 @@ def test_audit_split_command_logs_and_writes_the_audit(mlflow_uri, tmp_path):
     run = mlflow.get_run(run_id)
     assert run.data.tags["synthmed.kind"] == "audit-split" and "audit_twin_share" in run.data.metrics
     assert "audit_lookup_cross_entropy.0.5" in run.data.metrics
+    assert "audit_feature_nn_accuracy" not in run.data.metrics  # --features false: no reference classifier
     bad = CliRunner().invoke(main, ["audit-split", "--fractions", "0,2"])
     assert bad.exit_code != 0 and "each fraction must be in (0, 1]" in bad.output

@@ -53,18 +53,19 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="closest test/training pairs shown in the figure")
 @click.option("--output", type=click.Path(file_okay=False), help="also write the report and figures to this folder")
 @config_options(only=AUDIT_FIELDS)
-def audit_split_command(config_file: str | None, fractions: tuple[float, ...], simulations: int, features: bool,
+def audit_split_command(config_file: str | None, fractions: tuple[float, ...], simulations: int, features: str | bool,
                         pairs: int, output: str | None, **given: Any) -> None:
     """Measure the split's near-twin leak and what a 1-NN lookup with no learning scores; log it to MLflow."""
     from pathlib import Path
 
+    from synthmed.config import parse_bool
     from synthmed.inspection.run import run_audit
 
     config = build_config(config_file, given)
     out = Path(output) if output else None
     if out is not None and out.exists() and not out.is_dir():
         raise click.BadParameter(f"{output!r} is a file, not a folder", param_hint="--output")
-    run_id, audit = run_audit(config, fractions=fractions, simulations=simulations, features=features, pairs=pairs,
-                              output=out)
+    run_id, audit = run_audit(config, fractions=fractions, simulations=simulations, features=parse_bool(features),
+                              pairs=pairs, output=out)
     click.echo(f"run {run_id}")
     click.echo(audit.markdown())
