@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -218,22 +219,31 @@ def test_grouped_imagefolder_by_near_twins_and_by_subject_csv(pm, tmp_path):
     assert not set(by_subject.train.groups.tolist()) & set(by_subject.test.groups.tolist())
 
 
-def test_a_grouped_run_carves_validation_by_group_and_never_touches_test(tiny_splits):
-    both = ImageSet.concat([tiny_splits.train, tiny_splits.test])
-    twins = ImageSet(torch.cat([both.images, both.images]), torch.cat([both.labels, both.labels]))
-    splits = Splits(train=twins, test=twins.subset(torch.arange(0)), classes=tiny_splits.classes, fingerprint="t")
-    splits.test = twins.subset(torch.arange(4))
-    config = Config(split="grouped", twin_threshold=0.01, test_frac=0.25, image_size=32)
+@functools.lru_cache(maxsize=1)
+def _grouped_twins() -> tuple[Splits, Config]:
+    """80 random 32 px images, each present twice (exact twins), regrouped with a 20% test split."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (80, 1, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.arange(80) % 4
+    twins = ImageSet(torch.cat([images, images]), torch.cat([labels, labels]))
+    splits = Splits(train=twins.subset(torch.arange(4, 160)), test=twins.subset(torch.arange(4)),
+                    classes=("a", "b", "c", "d"), fingerprint="twins")
+    config = Config(split="grouped", twin_threshold=0.01, test_frac=0.2, image_size=32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        grouped = regroup(splits, config)
+        return regroup(splits, config), config
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), frac=st.sampled_from([0.05, 0.3, 0.6, 1.0]), val=st.floats(0.05, 0.5))
+def test_no_test_image_reaches_a_grouped_runs_sample_or_validation_carve(seed, frac, val):
+    grouped, config = _grouped_twins()
     test_keys = set(canonical_keys(grouped.test.images, grouped.test.labels))
-    for seed in range(5):
-        for frac in (0.3, 0.6, 1.0):
-            real, val = sample_real(grouped, config.replace(real_frac=frac, seed=seed, val_frac=0.25))
-            assert not set(canonical_keys(real.images, real.labels)) & test_keys
-            assert not set(canonical_keys(val.images, val.labels)) & test_keys
-            assert not set(real.groups.tolist()) & set(val.groups.tolist())  # whole groups on each side
+    real, carve = sample_real(grouped, config.replace(real_frac=frac, seed=seed, val_frac=val))
+    assert not set(canonical_keys(real.images, real.labels)) & test_keys  # no test image, nor its twin
+    assert not set(canonical_keys(carve.images, carve.labels)) & test_keys
+    assert not set(real.groups.tolist()) & set(carve.groups.tolist())  # whole groups on each side
+    assert not set(real.groups.tolist()) & set(grouped.test.groups.tolist())
 
 
 def test_the_split_options_are_checked():

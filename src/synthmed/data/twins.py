@@ -116,7 +116,7 @@ def choose_threshold(distances: torch.Tensor | np.ndarray) -> float:
 
 def canonical_keys(images: torch.Tensor, labels: torch.Tensor) -> list[str]:
     """A content key per image (sha1 of its label and pixels): orders groups independently of row order."""
-    flat = images.contiguous().numpy().reshape(len(images), -1)
+    flat = images.contiguous().numpy().reshape(len(images), int(np.prod(images.shape[1:])))
     return [hashlib.sha1(int(label).to_bytes(4, "little") + row.tobytes()).hexdigest()
             for label, row in zip(labels.tolist(), flat)]
 
