@@ -147,8 +147,16 @@ def _value(f):
         lambda s: s.strip() == s and s.lower() not in ("none", "null", "") and "=" not in s)
 
 
+def _consistent(changes: dict) -> dict:
+    """groups and twin_threshold only mean something with split=grouped (Config refuses them otherwise)."""
+    if "groups" in changes or "twin_threshold" in changes:
+        changes = {**changes, "split": "grouped"}
+    return changes
+
+
 CHANGES = st.fixed_dictionaries({}, optional={f.name: _value(f) for f in fields(Config)
-                                              if f.name not in ("patience", "val_frac", "generator_options")})
+                                              if f.name not in ("patience", "val_frac", "generator_options")}
+                                ).map(_consistent)
 
 
 @SETTINGS
