@@ -13,6 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SYNTHMED_TEST_DATA", REPO.parent / "shared" / "data" / "alzheimer_mri"))
 
+# Under pytest-xdist (`pytest -n 2`, the README's command) each worker computes on one thread, and so do
+# the subprocesses it starts: two workers of two threads each on a 2-core machine spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 # Tests never touch the network: hub calls fail in 0.1 s instead of ~45 s of retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
