@@ -382,3 +382,13 @@ def test_audit_split_command_logs_and_writes_the_audit(mlflow_uri, tmp_path):
     assert "audit_feature_nn_accuracy" not in run.data.metrics  # --features false: no reference classifier
     bad = CliRunner().invoke(main, ["audit-split", "--fractions", "0,2"])
     assert bad.exit_code != 0 and "each fraction must be in (0, 1]" in bad.output
+
+
+def test_the_grouped_split_is_the_same_whatever_size_a_run_trains_at(pm, tmp_path):
+    root = _folder(tmp_path / "data", size=24)
+    base = dict(dataset="imagefolder", data_dir=str(root), test_frac=0.3, split="grouped")
+    cuts = [load_splits(Config(**base, image_size=size), pm) for size in (16, 24, 40)]
+    for splits in cuts:
+        assert splits.meta["twin_distance_px"] == 64 and splits.meta["split_group_count"] == 12
+    assert all(torch.equal(c.test.index, cuts[0].test.index) for c in cuts)  # the same pooled rows held out
+    assert len({c.meta["twin_threshold"] for c in cuts}) == 1

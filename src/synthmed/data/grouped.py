@@ -219,14 +219,26 @@ def pooled(splits: Splits) -> ImageSet:
 
 
 # --- the split ----------------------------------------------------------------------------------------
-def regroup(splits: Splits, config: Config) -> Splits:
-    """The dataset's splits replaced by a grouped split (``config.split == "grouped"``); else unchanged."""
+def regroup(splits: Splits, config: Config, *, measured: Splits | None = None) -> Splits:
+    """The dataset's splits replaced by a grouped split (``config.split == "grouped"``); else unchanged.
+
+    ``measured``: the same images (same rows, same order) decoded at :data:`GROUP_SIZE` px, where
+    near-twins are linked; :func:`synthmed.data.loading.load_splits` passes them so that a
+    dataset's groups — and so its grouped split — are the same whatever size a run trains at.
+    ``None``: linked on ``splits``' own images (area-averaged down to :data:`GROUP_SIZE` px).
+    """
     if config.split != "grouped":
         return splits
     both = pooled(splits)
     record: dict[str, Any] = {"split": "grouped", "split_seed": config.split_seed, "test_frac": config.test_frac}
     if config.groups == "auto":
-        twins = _cached_twin_groups(splits.fingerprint, config.image_size, config.twin_threshold, both)
+        source = both if measured is None else pooled(measured)
+        if len(source) != len(both) or not torch.equal(source.labels, both.labels):
+            raise SynthmedError("the images decoded for measuring near-twins are not the run's images (rows or labels "
+                                "differ) — was the dataset changed while loading?")
+        key = measured.fingerprint if measured is not None else splits.fingerprint
+        size = GROUP_SIZE if measured is not None else config.image_size
+        twins = _cached_twin_groups(key, size, config.twin_threshold, source)
         groups = twins.groups
         record.update(split_groups="near-twin pseudo-subjects", twin_threshold=round(twins.threshold, 5),
                       twin_threshold_source="chosen from the distance gap" if twins.chosen else "given",

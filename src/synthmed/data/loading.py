@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from synthmed.data.grouped import group_split, regroup
 from synthmed.data.sampling import split_validation, stratified_sample
+from synthmed.data.twins import GROUP_SIZE
 from synthmed.errors import SynthmedError
 from synthmed.plugins import registry
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
 
-__all__ = ["VALIDATION_MIN_GROUPS", "load_splits", "present", "sample_real", "split_as_configured"]
+__all__ = ["VALIDATION_MIN_GROUPS", "load_measured", "load_splits", "present", "sample_real", "split_as_configured"]
 
 #: a class of a grouped sample gives groups to the validation carve only when it has at least this many
 VALIDATION_MIN_GROUPS = 3
@@ -29,7 +30,20 @@ VALIDATION_MIN_GROUPS = 3
 def load_splits(config: Config, pm: pluggy.PluginManager | None = None) -> Splits:
     """Load the configured dataset through its plugin (decoded once per process and image size), split
     as ``config.split`` says (the dataset's own split, or grouped: :mod:`synthmed.data.grouped`)."""
-    return present(regroup(registry("datasets", pm).get(config.dataset)().load(config), config), config, pm)
+    dataset = registry("datasets", pm).get(config.dataset)()
+    splits = dataset.load(config)
+    measured = None
+    if config.split == "grouped" and config.groups == "auto" and config.image_size != GROUP_SIZE:
+        measured = dataset.load(config.replace(image_size=GROUP_SIZE))  # near-twins are linked at one size
+    return present(regroup(splits, config, measured=measured), config, pm)
+
+
+def load_measured(config: Config, pm: pluggy.PluginManager | None = None) -> Splits | None:
+    """The run's splits decoded at :data:`GROUP_SIZE` px (the size near-twins are measured at), same rows in
+    the same order; ``None`` when the run's size is that size."""
+    if config.image_size == GROUP_SIZE:
+        return None
+    return load_splits(config.replace(image_size=GROUP_SIZE), pm)
 
 
 def split_as_configured(splits: Splits, config: Config) -> Splits:

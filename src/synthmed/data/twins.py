@@ -16,9 +16,10 @@ This module measures that and links near-twins into groups that behave like subj
   drawn from them, are a function of the images and the threshold alone: reordering the images
   changes nothing.
 
-Distances are computed at :data:`GROUP_SIZE` px (images larger than that are area-averaged down
-first; smaller ones are used as they are), so the groups of a dataset do not depend on the size
-a run trains at.
+Distances are computed at :data:`GROUP_SIZE` px: :func:`as_vectors` area-averages larger images
+down (smaller ones are used as they are), and ``load_splits`` decodes the dataset at that size
+for linking whatever size a run trains at, so a dataset's groups, and its grouped split, do not
+depend on the run's image size.
 """
 
 from __future__ import annotations

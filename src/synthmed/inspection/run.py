@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from synthmed import tracking
-from synthmed.data.loading import load_splits, sample_real
+from synthmed.data.loading import load_measured, load_splits, sample_real
 from synthmed.generators.build import fitted_generator
 from synthmed.generators.cache import GenerationCache
 from synthmed.inspection import InspectionResult, inspect_generation, log_inspection
@@ -103,11 +103,13 @@ def run_audit(config: Config, *, fractions: tuple[float, ...] = DEFAULT_FRACTION
     pm = pm or default_plugin_manager()
     tracking.prepare_store(config)
     splits = load_splits(config, pm)
+    measured = load_measured(config, pm)  # twins are measured at 64 px whatever the run's size
     reference = reference_for(splits, config)[0] if features else None
     split_name = config.split
     with tracking.run(config, splits, run_name=f"audit-split-{split_name}",
                       tags={tracking.names.TAG_KIND: "audit-split"}) as logger:
-        audit = audit_split(splits, config, fractions=fractions, simulations=simulations, reference=reference)
+        audit = audit_split(splits, config, fractions=fractions, simulations=simulations, reference=reference,
+                            measured=measured)
         logger.log_metrics(audit.metrics())
         order = torch.argsort(audit.test_nearest)[:pairs]
         rows = audit.test_nearest_row[order]

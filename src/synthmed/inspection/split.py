@@ -24,6 +24,7 @@ import torch
 from synthmed.data.grouped import near_twin_groups, pooled
 from synthmed.data.loading import sample_real
 from synthmed.data.twins import GROUP_SIZE, as_vectors, nearest
+from synthmed.errors import SynthmedError
 from synthmed.lookup import lookup_baseline
 
 if TYPE_CHECKING:
@@ -112,16 +113,22 @@ class SplitAudit:
 
 
 def audit_split(splits: Splits, config: Config, *, fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
-                simulations: int = 3, reference: Any = None, device: str = "cpu") -> SplitAudit:
+                simulations: int = 3, reference: Any = None, measured: Splits | None = None,
+                device: str = "cpu") -> SplitAudit:
     """Measure the near-twin leak of ``splits`` and the lookup baseline at each of ``fractions``.
 
     ``reference``: a fitted reference classifier whose features are searched too (``None``: pixels only).
-    The lookup's temperature is fitted on each sample's validation carve (``config.val_frac``, or
-    0.1 when it is 0), never on the test split.
+    ``measured``: the same splits decoded at :data:`GROUP_SIZE` px (:func:`synthmed.data.loading.load_measured`),
+    where twins are measured and linked; ``None``: ``splits``' own images, area-averaged down.
+    The lookup (at the run's size) fits its temperature on each sample's validation carve
+    (``config.val_frac``, or 0.1 when it is 0), never on the test split.
     """
-    both = pooled(splits)
+    pixels = measured if measured is not None else splits
+    both = pooled(pixels)
+    if not (torch.equal(both.labels, pooled(splits).labels) and len(pixels.train) == len(splits.train)):
+        raise SynthmedError("the splits measured at 64 px are not the run's splits (rows or labels differ)")
     twins = near_twin_groups(both.images, both.labels, config.twin_threshold)
-    n_train = len(splits.train)
+    n_train = len(pixels.train)
     test_side = torch.zeros(len(both), dtype=torch.bool)
     test_side[n_train:] = True
     groups = twins.groups
