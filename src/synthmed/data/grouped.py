@@ -77,8 +77,9 @@ def group_split(labels: torch.Tensor, groups: torch.Tensor, frac: float, seed: i
     Each group takes its majority label (ties: the smaller label). Per class in ascending label
     order, its groups (ascending id) are shuffled by one ``torch.Generator`` seeded with ``seed``
     and taken in that order while they fit ``floor(frac * n_c + 0.5)`` held-out images (a group is
-    taken if at least half of it fits; the first always is) — at least one group, never all of them. A class with a single group keeps it on the first
-    side, and a note says so.
+    taken if at least half of it fits; the first always is) — at least one group, never all of
+    them. A class with fewer than ``min_groups`` groups keeps them all on the first side, and a note
+    says so.
 
     Args:
         labels: ``(N,)`` class labels.
@@ -150,23 +151,30 @@ class TwinGroups:
     threshold: float
     chosen: bool  # True when the threshold was read from the distance gap
     size: int  # px at which distances were measured
+    neighbour_distances: torch.Tensor | None = None  # (N, k) nearest distances the threshold was read from
 
 
-def near_twin_groups(images: torch.Tensor, labels: torch.Tensor, threshold: float | None = None) -> TwinGroups:
+def near_twin_groups(images: torch.Tensor, labels: torch.Tensor, threshold: float | None = None, *,
+                     keep_neighbours: bool = False) -> TwinGroups:
     """Link images closer than ``threshold`` (RMS at ≤ :data:`GROUP_SIZE` px) into groups.
 
     ``threshold=None`` reads it from the gap in each image's :data:`THRESHOLD_NEIGHBOURS` nearest
-    distances (:func:`synthmed.data.twins.choose_threshold`).
+    distances (:func:`synthmed.data.twins.choose_threshold`). ``keep_neighbours``: also return those
+    distances (the audit's histogram), computed once for both.
     """
     vectors = as_vectors(images, GROUP_SIZE)
     chosen = threshold is None
-    if threshold is None:
+    neighbours = None
+    if threshold is None or keep_neighbours:
         k = min(THRESHOLD_NEIGHBOURS, len(vectors) - 1)
         if k < 1:
             raise SynthmedError("a grouped split needs at least two images")
-        threshold = choose_threshold(nearest(vectors, vectors, k, exclude_self=True)[0])
+        neighbours = nearest(vectors, vectors, k, exclude_self=True)[0]
+    if threshold is None:
+        threshold = choose_threshold(neighbours)
     groups = link_groups(vectors, threshold, canonical_keys(images, labels))
-    return TwinGroups(groups, float(threshold), chosen, min(GROUP_SIZE, images.shape[-1]))
+    return TwinGroups(groups, float(threshold), chosen, min(GROUP_SIZE, images.shape[-1]),
+                      neighbours if keep_neighbours else None)
 
 
 def subject_groups(path: str | Path, names: list[str]) -> torch.Tensor:

@@ -127,7 +127,7 @@ def audit_split(splits: Splits, config: Config, *, fractions: tuple[float, ...] 
     both = pooled(pixels)
     if not (torch.equal(both.labels, pooled(splits).labels) and len(pixels.train) == len(splits.train)):
         raise SynthmedError("the splits measured at 64 px are not the run's splits (rows or labels differ)")
-    twins = near_twin_groups(both.images, both.labels, config.twin_threshold)
+    twins = near_twin_groups(both.images, both.labels, config.twin_threshold, keep_neighbours=True)
     n_train = len(pixels.train)
     test_side = torch.zeros(len(both), dtype=torch.bool)
     test_side[n_train:] = True
@@ -144,8 +144,7 @@ def audit_split(splits: Splits, config: Config, *, fractions: tuple[float, ...] 
     vectors = as_vectors(both.images, GROUP_SIZE)
     distances, rows = nearest(vectors[n_train:], vectors[:n_train], 1)
     test_nearest, test_row = distances[:, 0], rows[:, 0]
-    k = min(5, len(vectors) - 1)
-    neighbours = nearest(vectors, vectors, k, exclude_self=True)[0]
+    neighbours = twins.neighbour_distances
     has_twin = test_nearest < twins.threshold
     share_per_class = {c: float(has_twin[splits.test.labels == i].float().mean())
                        for i, c in enumerate(splits.classes) if (splits.test.labels == i).any()}
