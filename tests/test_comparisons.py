@@ -94,12 +94,69 @@ def table(curve: dict[float, float], policy_medians: dict[float, float], n: int 
     return pd.DataFrame(rows)
 
 
-def test_a_linear_curve_gives_the_exact_fraction():
-    results = table({0.2: 1.0, 0.6: 0.6, 1.0: 0.2}, {0.3: 0.5})
-    row = real_scan_equivalent(results, "cnn", "synthetic", 0.3, metric=HEADLINE, n_boot=200)
-    assert row["status"] == "ok" and row["equivalent"] == pytest.approx(0.7, abs=1e-6)
+def test_a_power_law_curve_gives_the_exact_fraction():
+    # the issue's example: 0.2·x^-0.5 fitted at 0.3/0.6/1.0; linear interpolation read a true 45% as 49%
+    curve = {x: 0.2 * x ** -0.5 for x in (0.3, 0.6, 1.0)}
+    results = table(curve, {0.3: 0.2 * 0.45 ** -0.5}, n=1)
+    row = real_scan_equivalent(results, "cnn", "synthetic", 0.3, metric=HEADLINE, n_boot=50)
+    assert row["status"] == "ok" and row["equivalent"] == pytest.approx(0.45, abs=1e-9)
     assert row["ci_low"] <= row["equivalent"] <= row["ci_high"]
-    assert describe(row).startswith("30% real + synthetic ≈ 70% real [")
+    assert describe(row).startswith("30% real + synthetic ≈ 45% real [")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.25, 0.6), st.floats(-0.9, -0.1), st.floats(0.05, 2.0))
+def test_exact_for_every_power_law(true_x, b, a):
+    curve = {x: a * x**b for x in (0.2, 0.4, 0.7, 1.0)}
+    row = real_scan_equivalent(table(curve, {0.2: a * true_x**b}, n=1), "cnn", "synthetic", 0.2, metric=HEADLINE,
+                               n_boot=10)
+    assert row["equivalent"] == pytest.approx(true_x, rel=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.05, 2.0), min_size=2, max_size=5), st.floats(0.0, 2.5), st.floats(0.0, 2.5))
+def test_monotone_in_the_policys_median(baseline, m1, m2):
+    """A lower median of the policy never reads as fewer real scans, whatever the baseline's curve."""
+    fracs = [0.2, 0.4, 0.6, 0.8, 1.0][: len(baseline)]
+    curve = dict(zip(fracs, baseline))
+
+    def x_star(m: float) -> float:
+        return real_scan_equivalent(table(curve, {0.2: m}, n=1), "cnn", "synthetic", 0.2, metric=HEADLINE,
+                                    n_boot=1)["equivalent"]
+
+    low, high = sorted((m1, m2))
+    assert x_star(low) >= x_star(high)
+
+
+def test_the_bootstrap_keeps_the_pairing():
+    """Simulation i of every cell shares a sample: a shift common to all cells of a simulation moves the
+    curve and the policy together, so X* hardly moves — an unpaired bootstrap would scatter it."""
+    rows = []
+    rng = np.random.default_rng(0)
+    shifts = rng.normal(0, 0.3, 20)  # large between simulations, shared by the cells of one
+    for i, shift in enumerate(shifts):
+        for frac, value in ((0.3, 1.0), (0.6, 0.8), (1.0, 0.6)):
+            rows.append(dict(model="cnn", policy="none", real_frac=frac, simulation=i, test_cross_entropy=value + shift))
+        rows.append(dict(model="cnn", policy="synthetic", real_frac=0.3, simulation=i, test_cross_entropy=0.8 + shift))
+    results = pd.DataFrame(rows)
+    row = real_scan_equivalent(results, "cnn", "synthetic", 0.3, metric=HEADLINE, n_boot=300)
+    assert row["ci_low"] == pytest.approx(0.6, abs=1e-9) and row["ci_high"] == pytest.approx(0.6, abs=1e-9)
+    shuffled = results.copy()  # the same values with the pairing broken: the interval widens
+    mine = shuffled["policy"] == "synthetic"
+    shuffled.loc[mine, "simulation"] = np.roll(shuffled.loc[mine, "simulation"].to_numpy(), 7)
+    loose = real_scan_equivalent(shuffled, "cnn", "synthetic", 0.3, metric=HEADLINE, n_boot=300)
+    assert loose["ci_high"] - loose["ci_low"] > 0.2
+
+
+def test_refused_under_budget_epochs():
+    from synthmed.stats.tables import build_tables
+
+    results = table({0.3: 0.9, 1.0: 0.5}, {0.3: 0.7})
+    refused = build_tables(results, [HEADLINE], headline=HEADLINE, budget="epochs")
+    assert refused.equivalents.empty and "budget=epochs" in refused.equivalence_refused
+    assert "--budget steps" in refused.equivalence_refused
+    kept = build_tables(results, [HEADLINE], headline=HEADLINE, budget="steps")
+    assert len(kept.equivalents) == 1 and kept.equivalence_refused is None
 
 
 def test_beyond_and_at_most_are_never_extrapolated():

@@ -47,7 +47,9 @@ def test_bad_types_and_choices():
     with pytest.raises(SynthmedError, match="pretrained='maybe'"):
         Config.from_mapping({"pretrained": "maybe"})
     with pytest.raises(SynthmedError, match="patience=3 needs a validation part"):
-        Config(patience=3)
+        Config(patience=3, val_frac=0)
+    with pytest.raises(SynthmedError, match="protocol=thesis trains a fixed number of epochs"):
+        Config(patience=3, protocol="thesis")
 
 
 def test_registered_model_name():

@@ -121,25 +121,26 @@ class Recorder:
     def __init__(self):
         self.params, self.metrics, self.artifacts = {}, {}, {}
 
-    def ctx(self, config, splits, pm=None):
+    def ctx(self, config, splits, pm=None, validation=None):
         def artifact(path, folder):
             self.artifacts[Path(path).name] = (folder, Path(path).read_bytes())
 
         return PolicyContext(config, splits, pm, log_metrics=self.metrics.update, log_params=self.params.update,
-                             log_artifact=artifact)
+                             log_artifact=artifact, validation=validation)
 
 
 def run(config, splits=None, pm=None):
     splits = splits or toy_splits()
-    real, _ = sample_real(splits, config)
+    real, val = sample_real(splits, config)  # as a run does: the carve goes to the context
     rec = Recorder()
-    mixed = SyntheticPolicy.from_config(config).training_set(real, rec.ctx(config, splits, pm))
+    mixed = SyntheticPolicy.from_config(config).training_set(real, rec.ctx(config, splits, pm, val))
     return mixed, real, rec
 
 
 @pytest.fixture
 def config(tmp_path):
-    return Config(policy="synthetic", real_frac=0.3, cache_dir=str(tmp_path / "cache"), quiet=True, image_size=16)
+    return Config(policy="synthetic", real_frac=0.3, val_frac=0.0, cache_dir=str(tmp_path / "cache"), quiet=True,
+                  image_size=16)
 
 
 def test_append_fills_up_to_the_full_split_with_provenance(config):
@@ -293,7 +294,7 @@ def test_generate_prefills_exactly_what_the_run_uses(config, fake_pm):
     assert GenerationCache(config.cache_dir).stats() == {}  # --estimate makes nothing
     done = runner.invoke(synthmed_cli, ["generate", *args])
     assert done.exit_code == 0 and "generated 27" in done.output
-    _, _, rec = run(config.replace(dataset="tiny-test"))
+    _, _, rec = run(config.replace(dataset="tiny-test", val_frac=Config().val_frac))  # the CLI's default carve
     assert rec.metrics["synthetic_cache_misses"] == 0 and rec.metrics["synthetic_cache_hits"] == 27
 
 
@@ -319,7 +320,7 @@ def test_real_data_thesis_mix_and_a_free_second_run(real_data_dir, tmp_path):
     from synthmed.plugins import get_plugin_manager, registry
 
     config = Config(policy="synthetic", real_frac=0.3, generator="elastic", image_size=64, data_dir=str(real_data_dir),
-                    cache_dir=str(tmp_path / "cache"), quiet=True)
+                    cache_dir=str(tmp_path / "cache"), quiet=True, val_frac=0.0)  # the thesis's mix: no carve
     pm = get_plugin_manager()
     splits = registry("datasets", pm).get(config.dataset)().load(config)
     mixed, real, rec = run(config, splits, pm)

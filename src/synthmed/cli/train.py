@@ -14,7 +14,7 @@ from synthmed.cli.options import build_config, config_options
 @config_options
 def train(config_file: str | None, **given: Any) -> None:
     """Train one model on a stratified real fraction under a policy; log it to MLflow."""
-    from synthmed.tracking.names import LOOKUP_ACCURACY, LOOKUP_CE, PRIOR_CE, TRAIN_SUMMARY
+    from synthmed.tracking.names import LOOKUP_ACCURACY, LOOKUP_CE, PRIOR_CE, THESIS_READINGS, TRAIN_SUMMARY
     from synthmed.training import train as run_training
 
     config = build_config(config_file, given)
@@ -23,6 +23,11 @@ def train(config_file: str | None, **given: Any) -> None:
                + (f"  registered {config.registered_model_name} v{result.registered_version}" if result.registered_version else ""))
     for key in TRAIN_SUMMARY:
         click.echo(f"  {key:24s} {result.metrics[key]:.4f}")
+    readings = [k for k in THESIS_READINGS if k in result.metrics]
+    if readings:  # protocol=thesis: each reading of the thesis's "validation loss" under its own name
+        click.echo("  the thesis's 'validation loss', read each way it allows (docs/results.md):")
+        for key in readings:
+            click.echo(f"  {key:32s} {result.metrics[key]:.4f}")
     if LOOKUP_CE in result.metrics:
         m = result.metrics
         click.echo(f"  beside it: a 1-NN pixel lookup (no learning) scores accuracy {m[LOOKUP_ACCURACY]:.4f}, "

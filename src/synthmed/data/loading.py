@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from synthmed.data.grouped import group_split, regroup
 from synthmed.data.sampling import split_validation, stratified_sample
 from synthmed.data.twins import GROUP_SIZE
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
     from synthmed.config import Config
     from synthmed.data.base import ImageSet, Splits
 
-__all__ = ["VALIDATION_MIN_GROUPS", "load_measured", "load_splits", "present", "sample_real", "split_as_configured"]
+__all__ = ["VALIDATION_MIN_GROUPS", "keras_validation_split", "load_measured", "load_splits", "present", "sample_real",
+           "split_as_configured", "unsampled_rest"]
 
 #: a class of a grouped sample gives groups to the validation carve only when it has at least this many
 VALIDATION_MIN_GROUPS = 3
@@ -78,10 +81,34 @@ def sample_real(splits: Splits, config: Config) -> tuple[ImageSet, ImageSet | No
     real = splits.train.subset(rows)
     if not config.val_frac:
         return real, None
-    if real.grouped:
+    if config.protocol == "thesis":  # a reading of the thesis's "validation loss", never a selection
+        train_rows, val_rows = keras_validation_split(len(real), config.val_frac)
+    elif real.grouped:
         cut = group_split(real.labels, real.groups, config.val_frac, config.seed, classes=splits.classes,
                           what="validation", min_groups=VALIDATION_MIN_GROUPS)
         train_rows, val_rows = cut.train_rows, cut.test_rows
     else:
         train_rows, val_rows = split_validation(real.labels, config.val_frac, config.seed)
     return real.subset(train_rows), real.subset(val_rows)
+
+
+def keras_validation_split(n: int, val_frac: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keras's ``validation_split``: the last ``val_frac`` of the rows, as given, unshuffled and unstratified.
+
+    ``split_at = int(n * (1 - val_frac))`` as in ``keras.Model.fit``. The sample's rows are in the
+    dataset's order (the Alzheimer MRI parquet files are shuffled), so the part is a random,
+    unstratified one that shares subjects with the rest of the sample.
+    """
+    split_at = int(n * (1 - val_frac))
+    return torch.arange(split_at), torch.arange(split_at, n)
+
+
+def unsampled_rest(splits: Splits, config: Config) -> ImageSet:
+    """The training split's images the run's stratified sample left out (empty at ``real_frac`` 1).
+
+    One of the readings ``protocol=thesis`` reports: a loss on images the run never trained on,
+    but from the same subjects as its sample.
+    """
+    keep = torch.ones(len(splits.train), dtype=torch.bool)
+    keep[stratified_sample(splits.train.labels, config.real_frac, config.seed)] = False
+    return splits.train.subset(torch.nonzero(keep).flatten())

@@ -33,6 +33,9 @@ class Generator(ABC):
     sends_data_off_machine: ClassVar[bool] = False
     #: True when the output depends only on (image, variation, seed) — checked by contract tests.
     deterministic: ClassVar[bool] = False
+    #: True when the output ignores the seed altogether (pre-made images): every simulation gets the
+    #: same images whatever ``generations`` says, and the run's provenance says "fixed".
+    ignores_seed: ClassVar[bool] = False
     #: How many items the cache hands to :meth:`iter_generate` at once.
     batch_size: int = 32
     #: True when the generator is fitted on the run's sampled real training images first

@@ -69,11 +69,14 @@ def generation_salt(config: Config, generator: Generator) -> str | None:
     ``auto`` is per-simulation for generators that cost nothing and shared for paid ones (a
     sweep of N simulations would pay N times).
     """
-    return f"sim{config.seed}" if generations_mode(config, generator) == "per-simulation" else None
+    return f"sim{config.seed}" if generations_mode(config, generator) == "per-simulation" else None  # fixed: none
 
 
 def generations_mode(config: Config, generator: Generator) -> str:
-    """``config.generations`` with ``auto`` resolved for ``generator``."""
+    """``config.generations`` with ``auto`` resolved for ``generator``; ``fixed`` for a generator whose
+    images ignore the seed (``folder``: what a run is labelled must be what its images are)."""
+    if getattr(generator, "ignores_seed", False):
+        return "fixed"
     if config.generations != "auto":
         return config.generations
     return "shared" if generator.cost_per_image_usd else "per-simulation"

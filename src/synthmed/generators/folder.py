@@ -40,6 +40,7 @@ class FolderGenerator(Generator):
 
     name = "folder"
     deterministic = True
+    ignores_seed = True  # its images were made before the run: the same in every simulation
 
     def __init__(self, path: Any):
         text = coerce_option(self.name, "path", path, str)

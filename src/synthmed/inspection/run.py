@@ -82,11 +82,11 @@ def inspect_generator(config: Config, pm: pluggy.PluginManager | None = None) ->
     splits = load_splits(config, pm)
     with tracking.run(config, splits, run_name=f"inspect-{config.generator}-{config.real_frac:g}",
                       tags={tracking.names.TAG_KIND: "inspect-generator"}) as logger:
-        real, _ = sample_real(splits, config)
+        real, val = sample_real(splits, config)
         generator = fitted_generator(config, pm, splits, real, log_metrics=logger.log_metrics,
                                      log_params=logger.log_params)  # as a training run's: its fit is logged
         ctx = PolicyContext(config, splits, pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
-                            log_artifact=logger.log_artifact, generator=generator)
+                            log_artifact=logger.log_artifact, generator=generator, validation=val)
         mixed = policy.training_set(real, ctx)
         result = check_run(mixed, real, splits, config, logger, cheap=False)
         return InspectReport(logger.run_id, dict(result.metrics) if result is not None else {})

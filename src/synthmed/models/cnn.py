@@ -38,6 +38,7 @@ def basic_cnn(
     image_size: int,
     channels: tuple[int, int] = CHANNELS,
     hidden: tuple[int, int] = HIDDEN,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
     """The basic CNN for 1-channel ``image_size`` x ``image_size`` input.
 
@@ -46,6 +47,8 @@ def basic_cnn(
         image_size: side of the square input images (at least 4).
         channels: output channels of the two conv layers.
         hidden: units of the two hidden fully connected layers.
+        dropout: with ``p > 0``, an ``nn.Dropout(p)`` before each fully connected layer (named
+            ``drop0``, ``drop1``, ``drop2``); with 0 the network has no dropout layers at all.
 
     Returns:
         ``Sequential(block1, block2, classifier)``; each block is ``Sequential(conv, relu, pool)``.
@@ -58,15 +61,22 @@ def basic_cnn(
         ))
 
     side = (image_size // 2) // 2  # two floor-halving max-pools
+
+    def drop(i: int) -> dict[str, nn.Module]:
+        return {f"drop{i}": nn.Dropout(dropout)} if dropout > 0 else {}
+
     return nn.Sequential(OrderedDict(
         block1=block(1, channels[0]),  # (B, 1, S, S) → (B, 32, S/2, S/2)
         block2=block(channels[0], channels[1]),  # → (B, 64, S/4, S/4)
         classifier=nn.Sequential(OrderedDict(
             flatten=nn.Flatten(),  # (B, 64 * (S/4)^2)
+            **drop(0),
             fc1=nn.Linear(channels[1] * side * side, hidden[0]),  # (B, 128)
             relu1=nn.ReLU(),
+            **drop(1),
             fc2=nn.Linear(hidden[0], hidden[1]),  # (B, 64)
             relu2=nn.ReLU(),
+            **drop(2),
             out=nn.Linear(hidden[1], num_classes),  # (B, num_classes) logits
         )),
     ))
@@ -86,7 +96,7 @@ class CNN(ModelFactory):
                 "model 'cnn' is trained from scratch and has no pretrained weights — "
                 "set pretrained=false and no weights, or use --model resnet18 or vit"
             )
-        return basic_cnn(num_classes, image_size)
+        return basic_cnn(num_classes, image_size, dropout=config.dropout)
 
     def training_forward(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         """Each block as conv → max-pool → ReLU: the module's numbers, forward and backward, for less work.

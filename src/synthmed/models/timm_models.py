@@ -61,6 +61,8 @@ class TimmModel(ModelFactory):
 
         self.check_image_size(image_size)
         kwargs = dict(in_chans=1, num_classes=num_classes, **self.timm_kwargs(image_size))
+        if config.dropout:
+            kwargs["drop_rate"] = config.dropout
         if config.weights and not config.pretrained:
             raise SynthmedError(
                 f"weights={config.weights!r} is set but pretrained=false — "

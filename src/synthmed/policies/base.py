@@ -27,6 +27,9 @@ class PolicyContext:
             and class proportions only; a policy must draw sources from the ``real`` subset).
         pm: the plugin manager (to look up generators and base policies by name).
         log_metrics / log_artifact / log_params: MLflow hooks of the current run (no-ops outside one).
+        validation: the validation carve taken from the run's sample, or ``None``. A policy that fills
+            the set up to the full training size fills it to that size less the carve, so that no
+            synthetic image stands in for a validation image (``none`` at 1.0 trains on the same less).
         generator: the run's one generator (for a policy with ``uses_generator``), built, bound
             and — when it learns — fitted on the ``real`` the policy receives, with its fit
             logged; the run hands the same object to its Grad-CAM panel. ``None`` when the
@@ -42,6 +45,7 @@ class PolicyContext:
     log_artifact: Callable[[str, str], None] = lambda local_path, artifact_dir: None
     extra: dict[str, Any] = field(default_factory=dict)
     generator: Generator | None = None
+    validation: ImageSet | None = None  # the run's validation carve: its images are not refilled (synthetic_target)
 
 
 class AugmentationPolicy(ABC):

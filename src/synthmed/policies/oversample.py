@@ -55,7 +55,7 @@ class OversamplePolicy(AugmentationPolicy):
 
     def training_set(self, real: ImageSet, ctx: PolicyContext) -> ImageSet:
         self._pm = ctx.pm if ctx.pm is not None else self._pm
-        plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, ctx.config)
+        plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, ctx.config, ctx.validation)
         rows = torch.tensor([row for row, _ in plan.requests], dtype=torch.long)  # (S,) rows of `real`
         copies = ImageSet(real.images[rows], real.labels[rows], real.index[rows],
                           torch.zeros(len(rows), dtype=torch.bool), real.groups[rows])  # copies are real images

@@ -77,10 +77,10 @@ def prefill(config: Config, pm: pluggy.PluginManager | None = None, *, estimate:
     """
     check_generator(config, pm, external_ok=estimate)  # a typo or an off-machine generator fails before loading
     splits = load_splits(config, pm)
-    real, _ = sample_real(splits, config)  # the run's sample after the validation carve, as in training
+    real, val = sample_real(splits, config)  # the run's sample after the validation carve, as in training
     # fitted on exactly that sample, as the run's; an estimate only computes which fit it would be
     generator = fitted_generator(config, pm, splits, real, estimate=estimate)
-    plan = plan_for(real, splits.train, splits.num_classes, config)
+    plan = plan_for(real, splits.train, splits.num_classes, config, val)
     cache = GenerationCache.from_config(config)
     salt = generation_salt(config, generator)
     _, keys = plan_keys(generator, real.images, plan.requests, salt)

@@ -34,11 +34,19 @@ if TYPE_CHECKING:
     from synthmed.config import Config
 
 
-def plan_for(real: ImageSet, full_train: ImageSet, num_classes: int, config: Config) -> SyntheticPlan:
-    """The run's synthetic plan: counts per class from the full split, sources from ``real`` only."""
-    total = synthetic_total(len(full_train), len(real), config.synth_frac)
-    counts = synthetic_counts(full_train.class_counts(num_classes), real.class_counts(num_classes), total,
-                              balance=config.balance)
+def plan_for(real: ImageSet, full_train: ImageSet, num_classes: int, config: Config,
+             held_out: ImageSet | None = None) -> SyntheticPlan:
+    """The run's synthetic plan: counts per class from the full split, sources from ``real`` only.
+
+    ``held_out`` is the run's validation carve: the set is filled to the full split's size *less
+    the carve*, class by class, so the carve's images are not replaced by synthetic ones (the
+    mixed set is as large as what ``none`` at real fraction 1.0 trains on with the same carve).
+    """
+    full_counts = full_train.class_counts(num_classes)
+    if held_out is not None and len(held_out):
+        full_counts = [max(0, n - v) for n, v in zip(full_counts, held_out.class_counts(num_classes))]
+    total = synthetic_total(sum(full_counts), len(real), config.synth_frac)
+    counts = synthetic_counts(full_counts, real.class_counts(num_classes), total, balance=config.balance)
     return plan_synthetic(real.labels, counts, variations_per_image=config.variations_per_image, seed=config.seed)
 
 
@@ -76,7 +84,7 @@ class SyntheticPolicy(AugmentationPolicy):
         if generator is None:  # called outside a run (which hands over its one): fitted on `real` only
             generator = fitted_generator(config, self._pm, ctx.splits, real, log_metrics=ctx.log_metrics,
                                          log_params=ctx.log_params)
-        plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, config)
+        plan = plan_for(real, ctx.splits.train, ctx.splits.num_classes, config, ctx.validation)
         result = fill(GenerationCache.from_config(config), generator, real.images, real.labels, plan.requests,
                       quiet=config.quiet, salt=generation_salt(config, generator))
         kept = [i for i, img in enumerate(result.images) if img is not None]  # refusals leave gaps

@@ -2,14 +2,24 @@
 
 For a policy P at real fraction X, in a sweep that also runs the baseline (``none``) at two or more
 fractions: fit the baseline's median of a metric (lower is better: the test cross-entropy) as a
-non-increasing function of the fraction (isotonic regression, pool-adjacent-violators, then linear
-interpolation between the fractions), and read off the fraction X* at which it equals P's median.
-"30% real + synthetic ≈ 62% real [55%, 70%]". The interval is a percentile bootstrap over
-simulations (each cell's simulations resampled with replacement, the curve refitted, X* read again).
+non-increasing function of the fraction (isotonic regression, pool-adjacent-violators), join the
+fitted points by straight lines in log fraction and log metric (exact for a power law
+``a·x^b``, the usual shape of a learning curve; straight lines in the fraction itself would, on
+such a convex curve, credit the policy: for ``0.2·x^-0.5`` fitted at 0.3/0.6/1.0 a true 45% would
+read as 49%), and read off the fraction X* at which it equals P's median.
+"30% real + synthetic ≈ 62% real [55%, 70%]". The interval is a *paired* percentile bootstrap:
+simulations are resampled with replacement, the same draw for every cell (simulation i of every
+cell shares its seed, hence its real sample, so the cells are not independent), the curve refitted
+and X* read again.
+
+Only a sweep with ``budget=steps`` has an equivalent (:func:`refusal`): under ``budget=epochs`` the
+baseline's curve mixes the data's size with the number of optimizer steps (a run at 0.3 takes 30% of
+the steps of one at 1.0), so a fraction read off it is not "as good as that many real scans".
 
 X* is never extrapolated: when P beats the baseline even at its largest fraction the answer is
-"beyond" that fraction (``inf``); when P is worse than the baseline at its smallest fraction it is
-"at most" that fraction. The figure of it is drawn by :func:`synthmed.sweep.render.equivalence_figure`.
+"beyond the largest fraction run" (``inf``); when P is worse than the baseline at its smallest
+fraction it is "at most" that fraction. The figure of it is drawn by
+:func:`synthmed.sweep.render.equivalence_figure`.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import pandas as pd
 from synthmed.stats.cells import same_runs
 
 __all__ = ["COLUMNS", "describe", "invert_curve", "isotonic_decreasing", "real_scan_equivalent",
-           "real_scan_equivalents"]
+           "real_scan_equivalents", "refusal"]
 
 COLUMNS = ["model", "policy", "real_frac", "median", "equivalent", "ci_low", "ci_high", "status"]
 
@@ -61,13 +71,37 @@ def invert_curve(fracs: Sequence[float], fitted: Sequence[float], target: float)
     k = int(np.flatnonzero(f <= target)[0])  # first point at or below the target
     if k == 0 or f[k] == target or f[k - 1] == f[k]:
         return float(x[k]), "ok"
-    t = (f[k - 1] - target) / (f[k - 1] - f[k])  # linear between fracs k-1 and k
+    if f[k] > 0 and target > 0 and x[k - 1] > 0:  # a straight line in log fraction and log metric
+        t = (math.log(f[k - 1]) - math.log(target)) / (math.log(f[k - 1]) - math.log(f[k]))
+        return float(math.exp(math.log(x[k - 1]) + t * (math.log(x[k]) - math.log(x[k - 1])))), "ok"
+    t = (f[k - 1] - target) / (f[k - 1] - f[k])  # a metric that reaches 0 or below: linear between k-1 and k
     return float(x[k - 1] + t * (x[k] - x[k - 1])), "ok"
 
 
-def _cell(results: pd.DataFrame, model: str, policy: str, frac: float, metric: str) -> np.ndarray:
+def refusal(budget: str | None) -> str | None:
+    """Why a sweep with this training budget has no real-scan equivalent; ``None`` when it has one."""
+    if budget == "steps":
+        return None
+    return (f"no real-scan equivalent under budget={budget}: there a run at a smaller real fraction also takes "
+            "fewer optimizer steps, so the baseline's curve mixes data size with training length — rerun the "
+            "sweep with --budget steps (every run then takes the steps of `epochs` passes over the full split)")
+
+
+def _cell(results: pd.DataFrame, model: str, policy: str, frac: float, metric: str) -> pd.Series:
+    """The cell's finite values of ``metric``, indexed by simulation (by row when there is no such column)."""
     rows = results[(results["model"] == model) & (results["policy"] == policy) & np.isclose(results["real_frac"], frac)]
-    return rows[metric].dropna().to_numpy(dtype=float)
+    values = rows[metric].astype(float)
+    if "simulation" in rows:
+        values.index = rows["simulation"].to_numpy()
+    else:
+        values = values.reset_index(drop=True)
+    return values.dropna()
+
+
+def _draw(cell: pd.Series, sims: np.ndarray) -> np.ndarray:
+    """The cell's values of the drawn simulations (with repeats); a drawn simulation the cell lacks adds nothing."""
+    found = cell.reindex(sims)
+    return found.dropna().to_numpy(dtype=float)
 
 
 def _point(curve: dict[float, np.ndarray], target: np.ndarray) -> tuple[float, str]:
@@ -88,13 +122,20 @@ def real_scan_equivalent(results: pd.DataFrame, model: str, policy: str, real_fr
                                median=float(np.median(target)) if target.size else math.nan)
     if len(curve) < 2 or not target.size:
         return {**out, "equivalent": math.nan, "ci_low": math.nan, "ci_high": math.nan, "status": "n/a"}
-    x_star, status = _point(curve, target)
+    x_star, status = _point({f: v.to_numpy() for f, v in curve.items()}, target.to_numpy())
     rng = np.random.default_rng(seed)
+    sims = np.array(sorted(set(target.index).union(*(set(v.index) for v in curve.values()))))
     draws = np.empty(n_boot)
-    for b in range(n_boot):
-        boot = {f: v[rng.integers(0, v.size, v.size)] for f, v in curve.items()}
-        draws[b] = _point(boot, target[rng.integers(0, target.size, target.size)])[0]
+    for b in range(n_boot):  # paired: one draw of simulations for every cell
+        chosen = sims[rng.integers(0, sims.size, sims.size)]
+        boot = {f: _draw(v, chosen) for f, v in curve.items()}
+        boot = {f: v for f, v in boot.items() if v.size}
+        drawn = _draw(target, chosen)
+        draws[b] = _point(boot, drawn)[0] if len(boot) >= 2 and drawn.size else math.nan
+    draws = draws[~np.isnan(draws)]
     alpha = (1 - level) / 2
+    if not draws.size:
+        return {**out, "equivalent": x_star, "ci_low": math.nan, "ci_high": math.nan, "status": status}
     low, high = (float(np.quantile(draws, q, method="lower" if q < 0.5 else "higher")) for q in (alpha, 1 - alpha))
     return {**out, "equivalent": x_star, "ci_low": low, "ci_high": high, "status": status}
 
@@ -119,7 +160,7 @@ def real_scan_equivalents(results: pd.DataFrame, *, metric: str, baseline: str =
 
 
 def _pct(x: float) -> str:
-    return "beyond 100%" if x == math.inf else ("n/a" if not math.isfinite(x) else f"{100 * x:.0f}%")
+    return "beyond the largest fraction run" if x == math.inf else ("n/a" if not math.isfinite(x) else f"{100 * x:.0f}%")
 
 
 def describe(row: dict[str, Any]) -> str:

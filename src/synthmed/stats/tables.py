@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from synthmed.stats.cells import CELL, pair_name, same_runs
-from synthmed.stats.equivalence import real_scan_equivalents
+from synthmed.stats.equivalence import COLUMNS as EQUIVALENCE_COLUMNS
+from synthmed.stats.equivalence import real_scan_equivalents, refusal
 from synthmed.stats.multiplicity import holm
 from synthmed.stats.summaries import paired_difference, summarize
 
@@ -29,17 +30,24 @@ class Tables:
     summary: pd.DataFrame  # one row per cell (:func:`summary_table`)
     pairs: pd.DataFrame  # one row per comparison (:func:`pairs_table`)
     equivalents: pd.DataFrame  # one row per (model, policy, fraction) with a real-scan equivalent
+    equivalence_refused: str | None = None  # why there is none (budget=epochs), for the report
 
 
 def build_tables(results: pd.DataFrame, metrics: Sequence[str], *, headline: str,
                  controls: Sequence[tuple[str, str]] = (), baseline_policy: str = "none",
-                 baseline_frac: float = 1.0) -> Tables:
-    """Summary, pairs and the real-scan equivalents of ``headline`` (lower is better) over ``results``."""
+                 baseline_frac: float = 1.0, budget: str | None = "steps") -> Tables:
+    """Summary, pairs and the real-scan equivalents of ``headline`` (lower is better) over ``results``.
+
+    The equivalents only under ``budget="steps"`` (:func:`synthmed.stats.equivalence.refusal` says why).
+    """
+    refused = refusal(budget)
     return Tables(
         summary=summary_table(results, metrics),
         pairs=pairs_table(results, metrics, baseline_policy=baseline_policy, baseline_frac=baseline_frac,
                           controls=controls),
-        equivalents=real_scan_equivalents(results, metric=headline, baseline=baseline_policy),
+        equivalents=(pd.DataFrame(columns=EQUIVALENCE_COLUMNS) if refused
+                     else real_scan_equivalents(results, metric=headline, baseline=baseline_policy)),
+        equivalence_refused=refused,
     )
 
 

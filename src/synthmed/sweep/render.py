@@ -261,6 +261,8 @@ def write_report(folder: Path, data: SweepData, tables: Tables) -> list[Path]:
     sections = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
     if len(equivalents):
         sections.append(("Real-scan equivalent", equivalence_rows(equivalents)))
+    elif tables.equivalence_refused and "none" in data.policies and len(data.real_fracs) > 1:
+        sections.append(("Real-scan equivalent", (["why there is none"], [[tables.equivalence_refused]])))
     line = provenance_line(data.provenance)
     md = [f"# Sweep {data.sweep_id}", intro, line, DEFINITIONS]
     doc = [f"<h1>Sweep {html.escape(data.sweep_id)}</h1>", f"<p>{html.escape(intro)}</p>",

@@ -51,16 +51,17 @@ class Published:
     equivalents: pd.DataFrame | None = None  # real-scan equivalents (see synthmed.stats.equivalence)
 
 
-def sweep_tables(results: pd.DataFrame) -> Tables:
-    """The tables of a sweep's results over its metrics (:data:`synthmed.tracking.names.SWEEP_METRICS`)."""
-    return build_tables(results, names.SWEEP_METRICS, headline=names.HEADLINE, controls=CONTROLS)
+def sweep_tables(results: pd.DataFrame, budget: str | None = "steps") -> Tables:
+    """The tables of a sweep's results over its metrics (:data:`synthmed.tracking.names.SWEEP_METRICS`);
+    real-scan equivalents only under ``budget="steps"``."""
+    return build_tables(results, names.SWEEP_METRICS, headline=names.HEADLINE, controls=CONTROLS, budget=budget)
 
 
 def publish(parent_run_id: str, *, client: MlflowClient | None = None, output: str | Path | None = None) -> Published:
     """Summarise a sweep and log metrics, tables, figures and the report to its parent run."""
     client = client or mlflow.MlflowClient()
     data = load_sweep(parent_run_id, client)
-    tables = sweep_tables(data.results)  # made once: the metrics below and the report both read them
+    tables = sweep_tables(data.results, data.provenance.get("budget", "epochs"))  # made once: the metrics below and the report both read them
     _log_metrics(client, parent_run_id, parent_metrics(data, tables), step=len(data.results))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / ARTIFACT_DIR

@@ -58,4 +58,11 @@ PRIOR_CE = "prior_test_cross_entropy"
 #: collected with a sweep's results and drawn as reference lines, never compared between policies (every
 #: policy of a real fraction and simulation shares the sample, hence the lookup)
 REFERENCE_METRICS = (LOOKUP_CE, LOOKUP_ACCURACY, PRIOR_CE)
+#: ``protocol=thesis``: the readings of the thesis's "median validation loss" (docs/results.md), each under
+#: its own name. The per-epoch series are HELDOUT_LOSS, REST_LOSS and (with a Keras-style carve) ``val_loss``;
+#: a run's final metrics are those names with ``_last``, ``_min`` and ``_min_epoch``.
+HELDOUT_LOSS = "thesis_heldout_loss"  # the held-out (test) split's loss, every epoch: its minimum selects on test
+REST_LOSS = "thesis_rest_loss"  # the training split's images the sample left out (same subjects as the sample)
+KERAS_VAL_LOSS = "thesis_keras_val_loss"  # the last val_frac of the sample, as Keras's validation_split takes it
+THESIS_READINGS = (f"{HELDOUT_LOSS}_last", f"{HELDOUT_LOSS}_min", f"{REST_LOSS}_last", f"{KERAS_VAL_LOSS}_last")
 TRAIN_SUMMARY = (HEADLINE, "test_accuracy", "test_balanced_accuracy", "test_macro_f1")

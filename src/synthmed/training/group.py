@@ -116,7 +116,8 @@ def _train_ready(ready: list[_Ready]) -> Iterator[Trained]:
     refusal = stack_refusal([r.prepared.model for r in ready], [r.prepared.train_set for r in ready])
     infos: list[dict[str, Any]] | None = None
     if refusal is None:
-        members = [loop.Member(r.prepared.train_set, r.prepared.val, r.job.config, tracking.metrics_logger(r.run_id))
+        members = [loop.Member(r.prepared.train_set, r.prepared.val, r.job.config, tracking.metrics_logger(r.run_id),
+                               dict(r.prepared.watch or {}))
                    for r in ready]
         try:
             infos = loop.fit_stack(stack([r.prepared.model for r in ready]), job.policy, members, job.device,
@@ -136,7 +137,7 @@ def _train_ready(ready: list[_Ready]) -> Iterator[Trained]:
                     logger.set_tags({names.TAG_STACK_FALLBACK: refusal})
                     info = loop.fit(r.prepared.model, r.job.policy, r.prepared.train_set, r.prepared.val, r.job.config,
                                     r.job.device, logger.log_metrics, max_steps=r.prepared.max_steps,
-                                    forward=r.prepared.forward)
+                                    forward=r.prepared.forward, watch=r.prepared.watch)
                 result = finish(r.job, r.prepared, info, logger)
         except Exception as exc:
             yield _failed(r.request, r.run_id, exc)

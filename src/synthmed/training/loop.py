@@ -79,10 +79,15 @@ class Member:
     val_set: ImageSet | None
     config: Config
     log_metrics: Callable[..., None]
+    #: sets whose loss is logged every epoch under the given metric name and never chooses anything
+    #: (``protocol=thesis``: the held-out split, the unsampled rest of the training split)
+    watch: dict[str, ImageSet] = field(default_factory=dict)
     # --- the loop's bookkeeping ---
     best_loss: float = math.inf
     best_epoch: int = -1
+    best_steps: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
     bad_epochs: int = 0
     stopped: bool = False
     passes: int = 0
@@ -94,36 +99,58 @@ class Member:
         self.order = torch.Generator().manual_seed(self.config.seed)
         self.draws = torch.Generator().manual_seed(self.config.seed + 1)
 
+    @property
+    def selects(self) -> bool:
+        """Whether the validation loss chooses the epoch kept (``protocol=sound``); else the last epoch is kept."""
+        return self.config.protocol != "thesis"
+
     def end_epoch(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
         """Log the epoch; keep the best state by validation loss (never test loss); stop after ``patience``."""
         self.log_metrics(metrics, step=epoch)
+        for name in self.watch:
+            self.history.setdefault(name, []).append(metrics[name])
         if "val_loss" not in metrics:
             return
+        self.history.setdefault("val_loss", []).append(metrics["val_loss"])
         if metrics["val_loss"] < self.best_loss:
-            self.best_loss, self.best_epoch, self.bad_epochs = metrics["val_loss"], epoch, 0
-            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_loss, self.best_epoch, self.best_steps, self.bad_epochs = metrics["val_loss"], epoch, self.steps, 0
+            if self.selects:
+                self.best_state = copy.deepcopy(model.state_dict())
         else:
             self.bad_epochs += 1
             self.stopped = bool(self.config.patience) and self.bad_epochs >= self.config.patience
 
     def outcome(self, model: nn.Module, seconds: float) -> dict[str, Any]:
-        """Restore the best epoch's state into ``model``; how the run trained."""
+        """Restore the best epoch's state into ``model`` (when it selects); how the run trained.
+
+        ``kept_epoch`` and ``kept_steps`` are the epoch (1-based) and the optimizer steps taken up to
+        it of the state the run evaluates; ``readings`` the last value, minimum and epoch of the
+        minimum of each watched loss and of the validation loss.
+        """
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+        kept = self.best_state is not None
+        readings: dict[str, float] = {}
+        for name, values in self.history.items():
+            low = min(range(len(values)), key=values.__getitem__)
+            readings.update({f"{name}_last": values[-1], f"{name}_min": values[low], f"{name}_min_epoch": low + 1})
         return {"epochs_run": self.passes, "best_epoch": self.best_epoch + 1 if self.best_epoch >= 0 else self.passes,
-                "optimizer_steps": self.steps, "train_seconds": seconds}
+                "kept_epoch": self.best_epoch + 1 if kept else self.passes,
+                "kept_steps": self.best_steps if kept else self.steps,
+                "optimizer_steps": self.steps, "train_seconds": seconds, "readings": readings}
 
 
 def fit(model: nn.Module, policy: AugmentationPolicy, train_set: ImageSet, val_set: ImageSet | None, config: Config,
         device: str, log_metrics: Callable[..., None], max_steps: int | None = None,
-        forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        watch: dict[str, ImageSet] | None = None) -> dict[str, Any]:
     """Train one model in place: :func:`fit_stack` over a stack of one; returns how it trained.
 
     ``forward`` computes the training logits (default: ``model``; runs pass their factory's
     :meth:`~synthmed.models.base.ModelFactory.training_forward`, which computes the same function).
     """
-    return fit_stack(Single(model, forward), policy, [Member(train_set, val_set, config, log_metrics)], device,
-                     max_steps=max_steps)[0]
+    return fit_stack(Single(model, forward), policy, [Member(train_set, val_set, config, log_metrics, dict(watch or {}))],
+                     device, max_steps=max_steps)[0]
 
 
 def fit_stack(models: Stack, policy: AugmentationPolicy, members: Sequence[Member], device: str,
@@ -185,6 +212,9 @@ def fit_stack(models: Stack, policy: AugmentationPolicy, members: Sequence[Membe
             if member.val_set is not None and len(member.val_set):
                 val_logits = predict_logits(model, member.val_set.images, device=device)
                 metrics["val_loss"] = F.cross_entropy(val_logits, member.val_set.labels).item()
+            for name, watched in member.watch.items():  # reported only: nothing is chosen by these
+                metrics[name] = F.cross_entropy(predict_logits(model, watched.images, device=device),
+                                                watched.labels).item()
             member.end_epoch(model, epoch, metrics)
         if k == 1:
             bar.set_postfix({name: f"{value:.4f}" for name, value in metrics.items()})

@@ -17,7 +17,7 @@ import torch
 from synthmed import tracking
 from synthmed.config import Config
 from synthmed.data.loading import (  # the run's data (re-exported here)
-    load_splits, present, sample_real, split_as_configured)
+    load_splits, present, sample_real, split_as_configured, unsampled_rest)
 from synthmed.evaluation import evaluate, predict_logits, to_input
 from synthmed.generators.build import build_generator, fitted_generator
 from synthmed.gradcam.panel import log_run_gradcam, panel_classes
@@ -27,7 +27,7 @@ from synthmed.plugins import default_plugin_manager, registry
 from synthmed.policies.base import PolicyContext
 from synthmed.runtime import (  # where and how it computes (re-exported here)
     autocast_dtype, precision_name, release_freed_memory, resolve_device, tune_memory)
-from synthmed.tracking.names import PRIOR_CE
+from synthmed.tracking.names import HELDOUT_LOSS, KERAS_VAL_LOSS, PRIOR_CE, REST_LOSS
 from synthmed.training import loop
 from synthmed.training.loop import step_budget
 
@@ -99,7 +99,8 @@ def train(
         with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
             prepared = prepare(job, logger)
             info = loop.fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
-                            logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward)
+                            logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward,
+                            watch=prepared.watch)
             return finish(job, prepared, info, logger)
     finally:
         release_freed_memory()  # the next run of a sweep starts from this run's working set, not its leftovers
@@ -131,6 +132,7 @@ class Prepared:
     max_steps: int | None
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the factory's training_forward(model)
     generator: Generator | None = None  # the instance the policy used; finish() hands it to the Grad-CAM panel
+    watch: dict[str, ImageSet] | None = None  # protocol=thesis: sets whose loss is logged every epoch (watched_sets)
 
 
 def setup(config: Config | None = None, *, splits: Splits | None = None, pm: pluggy.PluginManager | None = None,
@@ -164,7 +166,7 @@ def prepare(job: Job, logger: Any) -> Prepared:
     elif config.gradcam and panel_classes(job.factory, splits, real):  # only the panel draws from it
         generator = fitted_generator(config, job.pm, splits, real, built=job.generator)
     ctx = PolicyContext(config, splits, job.pm, log_metrics=logger.log_metrics, log_params=logger.log_params,
-                        log_artifact=logger.log_artifact, generator=generator)
+                        log_artifact=logger.log_artifact, generator=generator, validation=val)
     train_set = job.policy.training_set(real, ctx)
     logger.log_training_set(train_set, val, splits, shown=augmented_examples(train_set, job.policy, config))
     logger.tag_open_set()  # a warm-started learned generator may carry data from outside the sample
@@ -174,7 +176,30 @@ def prepare(job: Job, logger: Any) -> Prepared:
     model = job.factory.create(splits.num_classes, config.image_size, config).to(job.device)
     model = model.to(memory_format=torch.channels_last)
     return Prepared(real, val, train_set, model, step_budget(config, len(splits.train)),
-                    job.factory.training_forward(model), generator)
+                    job.factory.training_forward(model), generator, watched_sets(splits, config))
+
+
+def watched_sets(splits: Splits, config: Config) -> dict[str, ImageSet]:
+    """``protocol=thesis``: the sets whose loss the loop logs every epoch, each a reading of the thesis's
+    "validation loss" (the held-out split; the unsampled rest of the training split). ``protocol=sound``:
+    none — the test split is read once, after training."""
+    if config.protocol != "thesis":
+        return {}
+    watch = {HELDOUT_LOSS: splits.test}
+    rest = unsampled_rest(splits, config)
+    if len(rest):
+        watch[REST_LOSS] = rest
+    return watch
+
+
+def protocol_readings(config: Config, info: dict[str, Any]) -> dict[str, float]:
+    """The run's final readings: under ``protocol=thesis`` each watched loss's last value, minimum and its
+    epoch, and the Keras-style validation loss; under ``sound`` the validation loss at the kept epoch."""
+    readings = dict(info.get("readings", {}))
+    if config.protocol == "thesis":
+        return {(KERAS_VAL_LOSS + k[len("val_loss"):] if k.startswith("val_loss") else k): v
+                for k, v in readings.items()}
+    return {k: v for k, v in readings.items() if k == "val_loss_min"}
 
 
 def reference_scores(prepared: Prepared, splits: Splits, config: Config, device: str) -> dict[str, float]:
@@ -186,17 +211,31 @@ def reference_scores(prepared: Prepared, splits: Splits, config: Config, device:
     return {**found.metrics(), PRIOR_CE: float(-log_prior[splits.test.labels].mean())}
 
 
+def selection(config: Config, prepared: Prepared) -> str:
+    """Which epoch's model the run evaluates, in words (logged as the ``selection`` param)."""
+    if config.protocol == "thesis":
+        return "last epoch (protocol=thesis; validation and held-out losses are readings only)"
+    if prepared.val is not None and len(prepared.val):
+        return "lowest validation loss (carve of the sample" + (", by subject)" if prepared.val.grouped else ")")
+    return "last epoch (no validation carve)"
+
+
 def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> TrainResult:
     """After training: log how it ran, evaluate on the test split, Grad-CAM, the model."""
     config, splits, device, model = job.config, job.splits, job.device, prepared.model
     logger.log_params({"epochs_run": info["epochs_run"], "best_epoch": info["best_epoch"], "device_used": device,
                        "optimizer_steps": info["optimizer_steps"], "precision_used": precision_name(config, device),
-                       "torch_threads": torch.get_num_threads()})
+                       "torch_threads": torch.get_num_threads(), "kept_epoch": info.get("kept_epoch"),
+                       "kept_optimizer_steps": info.get("kept_steps"), "selection": selection(config, prepared)})
+    readings = protocol_readings(config, info)
+    if readings:
+        logger.log_metrics(readings)
     if "train_seconds" in info:  # wall time of the training loop; for k runs trained at once, their shared time
         logger.log_metrics({"train_seconds": info["train_seconds"]})
     result = evaluate(predict_logits(model, splits.test.images, device=device), splits.test.labels, splits.classes)
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     logger.log_metrics(metrics)
+    metrics.update(readings)
     logger.log_evaluation(result, splits.classes, splits.display_classes)
     if config.lookup:  # beside the model: what a lookup with no learning, and the class prior, score
         reference = reference_scores(prepared, splits, config, device)
