@@ -152,3 +152,15 @@ def test_no_synthetic_image_stands_in_for_a_validation_image(n, real_frac, val_f
     assert len(real) + sum(plan.counts) + len(val) == len(labels)
     for c in range(4):
         assert real.class_counts(4)[c] + plan.counts[c] + val.class_counts(4)[c] == n[c]
+
+
+def test_a_thesis_sweeps_report_gives_each_reading_and_refuses_the_equivalent(mlflow_uri, tiny_splits, tmp_path):
+    from synthmed.sweep import sweep
+    from synthmed.sweep.report import publish
+
+    result = sweep(Config(**FAST, epochs=2, protocol="thesis", experiment="readings"), policies="none",
+                   real_fracs="0.5,1.0", simulations=2, splits=tiny_splits)
+    md = (publish(result.parent_run_id, output=tmp_path / "r").directory / "report.md").read_text()
+    assert "## Readings of the thesis's validation loss" in md
+    assert "held-out, min over epochs (selects on test)" in md and "held-out, last epoch" in md
+    assert "no real-scan equivalent under budget=epochs" in md  # none at two fractions, but epochs mix steps

@@ -30,7 +30,7 @@ def _artifacts(run_id: str, path: str = "report") -> set[str]:
 @pytest.fixture
 def fake_sweep(mlflow_uri, monkeypatch, tiny_splits):
     monkeypatch.setattr("synthmed.training.train", FakeTrain())
-    config = Config(image_size=32, epochs=1, device="cpu", experiment="sweeps", quiet=True)
+    config = Config(image_size=32, epochs=1, device="cpu", experiment="sweeps", quiet=True, budget="steps")
     return sweep(config, policies="none,basic", real_fracs="0.5,1.0", simulations=4, splits=tiny_splits)
 
 
@@ -45,7 +45,7 @@ def test_publish_logs_tables_figures_and_report(fake_sweep, tmp_path):
     assert "| cnn | basic | 0.5 | 4 |" in md and "basic vs none at 0.5" in md and "](figures/distribution_cnn.png)" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<table>" in html and "*" not in html
-    assert "Provenance: generator none used" in md and "budget epochs" in md and "device cpu" in md
+    assert "Provenance: generator none used" in md and "budget steps" in md and "device cpu" in md
     assert "## Real-scan equivalent" in md and "50% real + basic ≈" in md and "100% real + basic ≈" in md
     assert list(published.summary["n"]) == [4, 4, 4, 4]
     assert len(published.pairs) == 4  # basic vs none at 0.5 and 1; 0.5 vs 1 for none and basic
@@ -122,7 +122,8 @@ def test_real_sweep_interrupted_resumed_and_reported(mlflow_uri, real_data_dir, 
     from synthmed import training
 
     args = ["--models", "cnn", "--policies", "none,synthetic", "--real-fracs", "0.3,1.0", "--simulations", "3",
-            "--seed", "0", "--generator", "elastic", "--epochs", "1", "--image-size", "16", "--batch-size", "64",
+            "--seed", "0", "--generator", "elastic", "--epochs", "1", "--budget", "steps", "--image-size", "16",
+            "--batch-size", "64",
             "--data-dir", str(real_data_dir), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
             "--experiment", "chapter7", "--quiet"]
     real_train, calls = training.train, Counter()

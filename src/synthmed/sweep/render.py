@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from synthmed.figures import pyplot
 from synthmed.stats.equivalence import describe, isotonic_decreasing
 from synthmed.sweep.provenance import provenance_line
-from synthmed.tracking.names import HEADLINE, LOOKUP_CE, PRIOR_CE
+from synthmed.stats.summaries import summarize
+from synthmed.tracking.names import HEADLINE, HELDOUT_LOSS, LOOKUP_CE, PRIOR_CE, THESIS_READINGS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -181,6 +182,38 @@ def summary_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+#: how the report names each reading of the thesis's "validation loss" (docs/results.md)
+READING_LABELS = {
+    "test_cross_entropy": "test CE (evaluated model)",
+    "thesis_heldout_loss_last": "held-out, last epoch",
+    "thesis_heldout_loss_min": "held-out, min over epochs (selects on test)",
+    "thesis_keras_val_loss_last": "Keras-style carve, last epoch",
+    "thesis_rest_loss_last": "unsampled rest of train split, last epoch",
+    "val_loss_min": "validation carve at the kept epoch",
+}
+
+
+def readings_rows(results: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
+    """Per cell, the median [95% CI] of each reading of the thesis's "validation loss" the runs logged
+    (``protocol=thesis``), beside the test cross-entropy; ``None`` when no run logged one."""
+    present = [m for m in (*THESIS_READINGS, "val_loss_min") if m in results and results[m].notna().any()]
+    if not any(m in THESIS_READINGS for m in present):
+        return None
+    columns = ["test_cross_entropy", *present]
+    head = ["model", "policy", "real fraction", "n", *(READING_LABELS[m] + " median [95% CI]" for m in columns),
+            "epoch of the held-out minimum (median)"]
+    body = []
+    for (model, policy, frac), cell in results.groupby(["model", "policy", "real_frac"], sort=False):
+        row = [model, policy, f"{frac:g}", str(len(cell))]
+        for metric in columns:
+            s = summarize(cell[metric].dropna())
+            row.append(f"{_num(s['median'])} [{_num(s['ci_low'])}, {_num(s['ci_high'])}]" if s["n"] else "")
+        epochs = cell.get(f"{HELDOUT_LOSS}_min_epoch")
+        row.append(_num(float(epochs.median()), 0) if epochs is not None and epochs.notna().any() else "")
+        body.append(row)
+    return head, body
+
+
 def pair_rows(pairs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """One row per comparison: Hodges–Lehmann estimate and interval, Wilcoxon p raw and Holm-adjusted, effect size."""
     head = ["comparison", "n", "Δ cross-entropy HL [95% CI]", "p", "p (Holm)", "rank-biserial r",
@@ -259,6 +292,9 @@ def write_report(folder: Path, data: SweepData, tables: Tables) -> list[Path]:
              + (f", {data.failed} missing (failed or not run: rerun the same command to retry them)."
                 if data.failed else "."))
     sections = [("Per cell", summary_rows(summary)), ("Paired comparisons", pair_rows(pairs))]
+    readings = readings_rows(data.results)
+    if readings is not None:  # protocol=thesis: each reading of its "validation loss" (docs/results.md)
+        sections.insert(1, ("Readings of the thesis's validation loss", readings))
     if len(equivalents):
         sections.append(("Real-scan equivalent", equivalence_rows(equivalents)))
     elif tables.equivalence_refused and "none" in data.policies and len(data.real_fracs) > 1:

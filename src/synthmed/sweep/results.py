@@ -17,7 +17,7 @@ import pandas as pd
 from synthmed.errors import SynthmedError
 from synthmed.sweep.provenance import provenance
 from synthmed.tracking import names
-from synthmed.tracking.names import REFERENCE_METRICS, SWEEP_METRICS
+from synthmed.tracking.names import READING_METRICS, REFERENCE_METRICS, SWEEP_METRICS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SweepData", "child_runs", "load_sweep"]
 
-#: the columns collected per run: the compared metrics, then the reference lines (lookup, class prior)
-METRICS = SWEEP_METRICS + REFERENCE_METRICS
+#: the columns collected per run: the compared metrics, the reference lines (lookup, class prior), the
+#: protocol's readings (NaN where a run logged none)
+METRICS = SWEEP_METRICS + REFERENCE_METRICS + READING_METRICS
 
 
 @dataclass

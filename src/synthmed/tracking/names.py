@@ -65,4 +65,7 @@ HELDOUT_LOSS = "thesis_heldout_loss"  # the held-out (test) split's loss, every 
 REST_LOSS = "thesis_rest_loss"  # the training split's images the sample left out (same subjects as the sample)
 KERAS_VAL_LOSS = "thesis_keras_val_loss"  # the last val_frac of the sample, as Keras's validation_split takes it
 THESIS_READINGS = (f"{HELDOUT_LOSS}_last", f"{HELDOUT_LOSS}_min", f"{REST_LOSS}_last", f"{KERAS_VAL_LOSS}_last")
+#: collected with a sweep's results and summarised in its report beside the headline: the thesis's readings,
+#: the epoch of the held-out minimum, and (protocol=sound) the validation loss at the kept epoch
+READING_METRICS = (*THESIS_READINGS, f"{HELDOUT_LOSS}_min_epoch", "val_loss_min")
 TRAIN_SUMMARY = (HEADLINE, "test_accuracy", "test_balanced_accuracy", "test_macro_f1")

@@ -181,12 +181,16 @@ def prepare(job: Job, logger: Any) -> Prepared:
 
 def watched_sets(splits: Splits, config: Config) -> dict[str, ImageSet]:
     """``protocol=thesis``: the sets whose loss the loop logs every epoch, each a reading of the thesis's
-    "validation loss" (the held-out split; the unsampled rest of the training split). ``protocol=sound``:
+    "validation loss" (the held-out split; the unsampled rest of the training split, a seeded draw of at
+    most as many images as the held-out split, since both are evaluated every epoch). ``protocol=sound``:
     none — the test split is read once, after training."""
     if config.protocol != "thesis":
         return {}
     watch = {HELDOUT_LOSS: splits.test}
     rest = unsampled_rest(splits, config)
+    if len(rest) > len(splits.test):  # read every epoch: a seeded draw as large as the held-out split is enough
+        rows = torch.randperm(len(rest), generator=torch.Generator().manual_seed(config.seed))[: len(splits.test)]
+        rest = rest.subset(rows.sort().values)
     if len(rest):
         watch[REST_LOSS] = rest
     return watch
