@@ -77,8 +77,9 @@ class Config:
                           "seeded by source only, reused across seeds; auto: per-simulation unless the generator is paid",
                           choices=("auto", "per-simulation", "shared"))
     # training
-    epochs: int = _f(20, "training epochs (20: long enough for the CNN to pass its validation minimum at 64 and 128 "
-                     "px, measured in docs/results.md; the best epoch is kept)", min=1, max=100_000)
+    epochs: int = _f(20, "training epochs (20: on the grouped split the CNN reaches its validation minimum by about "
+                     "epoch 5-14 at 32 px, docs/results.md; under protocol=sound the best epoch is kept)",
+                     min=1, max=100_000)
     budget: str = _f("epochs", "epochs: `epochs` passes over the run's own training set; steps: the optimizer steps of "
                      "`epochs` passes over the FULL training split, whatever the run's set size (matched compute)",
                      choices=("epochs", "steps"))
