@@ -82,7 +82,7 @@ CLI_CASES = {
     "unknown-dataset": (["--dataset", "mnist"], r"unknown dataset 'mnist' — installed: .*imagefolder"),
     "unknown-device": (["--device", "tpu"], r"device='tpu' is not (supported|a torch device)"),
     "bad-mix-choice": (["--mix", "blend"], r"'blend' is not one of 'append', 'replace'"),
-    "patience-without-val": (["--patience", "2"], r"patience=2 needs a validation part: set val_frac > 0"),
+    "patience-without-val": (["--patience", "2", "--val-frac", "0"], r"patience=2 needs a validation part: set val_frac > 0"),
     "external-without-opt-in": (["--policy", "synthetic", "--generator", "openai"], r"opt in explicitly with --allow-external"),
     "secret-in-generator-options": (["--generator-options", "api_key=sk-abc"], r"must not carry secrets \(api_key\).*OPENAI_API_KEY"),
     "credentials-in-base-url": (["--generator-options", "base_url=http://u:sk-abc@127.0.0.1:9/v1"],

@@ -155,8 +155,9 @@ def test_sigkill_mid_generation(store, tmp_path, server):
     server.on_request[3] = hold
     cache = tmp_path / "cache"
     args = ["generate", "--dataset", "imagefolder", "--data-dir", str(folder), "--image-size", "16",
-            "--real-frac", "0.5", "--generator", "openai", "--allow-external", "--yes", "-q", "--cache-dir", str(cache),
-            "--generator-options", f"base_url={server.url},size=64x64,concurrency=1"]
+            "--real-frac", "0.5", "--val-frac", "0", "--generator", "openai", "--allow-external", "--yes", "-q",
+            "--cache-dir", str(cache), "--generator-options", f"base_url={server.url},size=64x64,concurrency=1"]
+    # no carve: 6 real images per class and 6 variations, one per source (counted per source below)
     proc = start(args, child_env(OPENAI_API_KEY=KEY), tmp_path)
     try:
         wait_for(lambda: len(server.seen) >= 3 and len(list(cache.rglob("*.png"))) >= 2, 120, proc,
