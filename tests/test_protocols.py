@@ -164,3 +164,27 @@ def test_a_thesis_sweeps_report_gives_each_reading_and_refuses_the_equivalent(ml
     assert "## Readings of the thesis's validation loss" in md
     assert "held-out, min over epochs (selects on test)" in md and "held-out, last epoch" in md
     assert "no real-scan equivalent under budget=epochs" in md  # none at two fractions, but epochs mix steps
+
+
+def test_synthmed_train_prints_each_reading_under_protocol_thesis(mlflow_uri, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from synthmed.cli import main as synthmed_cli
+
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(((torch.rand(16, 16) * 255).to(torch.uint8) + (80 if c == "a" else 0)).numpy()).save(
+                tmp_path / "data" / c / f"{i}.png")
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--image-size", "16",
+            "--epochs", "2", "--batch-size", "8", "--gradcam", "false", "--log-model", "false", "--register", "none",
+            "--quiet", "--real-frac", "0.5"]
+    thesis = CliRunner().invoke(synthmed_cli, [*args, "--protocol", "thesis"])
+    assert thesis.exit_code == 0, thesis.output
+    for name in ("thesis_heldout_loss_last", "thesis_heldout_loss_min", "thesis_rest_loss_last",
+                 "thesis_keras_val_loss_last"):
+        assert name in thesis.output
+    sound = CliRunner().invoke(synthmed_cli, args)
+    assert sound.exit_code == 0, sound.output
+    assert "thesis_" not in sound.output
