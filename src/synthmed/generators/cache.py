@@ -69,13 +69,13 @@ def generation_salt(config: Config, generator: Generator) -> str | None:
     ``auto`` is per-simulation for generators that cost nothing and shared for paid ones (a
     sweep of N simulations would pay N times).
     """
-    return f"sim{config.seed}" if generations_mode(config, generator) == "per-simulation" else None  # fixed: none
+    return f"sim{config.seed}" if generations_mode(config, generator) == "per-simulation" else None
 
 
 def generations_mode(config: Config, generator: Generator) -> str:
     """``config.generations`` with ``auto`` resolved for ``generator``; ``fixed`` for a generator whose
     images ignore the seed (``folder``: what a run is labelled must be what its images are)."""
-    if getattr(generator, "ignores_seed", False):
+    if generator.ignores_seed:
         return "fixed"
     if config.generations != "auto":
         return config.generations

@@ -45,7 +45,7 @@ class PolicyContext:
     log_artifact: Callable[[str, str], None] = lambda local_path, artifact_dir: None
     extra: dict[str, Any] = field(default_factory=dict)
     generator: Generator | None = None
-    validation: ImageSet | None = None  # the run's validation carve: its images are not refilled (synthetic_target)
+    validation: ImageSet | None = None  # the run's validation carve: its images are not refilled (plan_for)
 
 
 class AugmentationPolicy(ABC):

@@ -133,6 +133,10 @@ def equivalence_figure(results: pd.DataFrame, table: pd.DataFrame, model: str, *
     fitted = isotonic_decreasing(medians, sizes)
     ax.plot(fracs, medians, "o", color="black", label=f"{baseline}: median per fraction")
     ax.plot(fracs, fitted, "-", color="black", alpha=0.6, label=f"{baseline}: monotone fit")
+    if min(fitted, default=0) > 0:  # X* is read off straight lines in log-log (equivalence.invert_curve): draw them so
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(fracs, [f"{f:g}" for f in fracs])
     colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"])
     shown: dict[str, str] = {}
     for row in table[table["model"] == model].to_dict("records"):

@@ -209,12 +209,9 @@ def fit_stack(models: Stack, policy: AugmentationPolicy, members: Sequence[Membe
                 continue
             member.passes, member.steps = member.passes + 1, steps
             metrics = {"train_loss": train_loss[i]}
-            if member.val_set is not None and len(member.val_set):
-                val_logits = predict_logits(model, member.val_set.images, device=device)
-                metrics["val_loss"] = F.cross_entropy(val_logits, member.val_set.labels).item()
-            for name, watched in member.watch.items():  # reported only: nothing is chosen by these
-                metrics[name] = F.cross_entropy(predict_logits(model, watched.images, device=device),
-                                                watched.labels).item()
+            held = {"val_loss": member.val_set} if member.val_set is not None and len(member.val_set) else {}
+            for name, images in {**held, **member.watch}.items():  # only val_loss chooses; watched sets are readings
+                metrics[name] = F.cross_entropy(predict_logits(model, images.images, device=device), images.labels).item()
             member.end_epoch(model, epoch, metrics)
         if k == 1:
             bar.set_postfix({name: f"{value:.4f}" for name, value in metrics.items()})
