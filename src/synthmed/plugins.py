@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "synthmed.policies.classic",
     "synthmed.policies.synthetic",
     "synthmed.policies.oversample",
+    "synthmed.policies.mri",
     "synthmed.generators.elastic",
     "synthmed.generators.folder",
     "synthmed.generators.pca",
