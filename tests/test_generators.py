@@ -18,6 +18,7 @@ from synthmed.plugins import get_plugin_manager, registry
 KEY = "sk-test-SECRET-generators"
 ALL_GENERATORS = registry("generators", get_plugin_manager()).names()  # installed third-party ones too
 TINY_OPTIONS = {"ddpm": {"steps": 2, "width": 8, "resolution": 16, "batch": 4, "sample_steps": 4},
+                "ldm": {"ae_steps": 2, "steps": 2, "sample_steps": 4},
                 "pca": {"components": 4}}  # learning generators: options that fit in a blink
 CLASSES = ("Mild_Demented", "Moderate_Demented", "Non_Demented", "Very_Mild_Demented")
 

@@ -28,13 +28,14 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "synthmed.models.cnn",
     "synthmed.models.timm_models",
     "synthmed.policies.classic",
+    "synthmed.policies.mri",
     "synthmed.policies.synthetic",
     "synthmed.policies.oversample",
-    "synthmed.policies.mri",
     "synthmed.generators.elastic",
     "synthmed.generators.folder",
     "synthmed.generators.pca",
     "synthmed.generators.ddpm",
+    "synthmed.generators.ldm",
 )
 
 KINDS: dict[str, str] = {
