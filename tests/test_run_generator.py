@@ -95,7 +95,7 @@ def test_a_synthetic_run_builds_and_fits_its_generator_once_for_policy_gradcam_a
     run = mlflow.get_run(result.run_id)
     assert run.data.params["generator_fit_images"] == str(len(inspected) - int(inspected.synthetic.sum()))
     assert run.data.metrics["generator_fit_from_cache"] == 0.0
-    assert any(k.startswith("fidelity") for k in run.data.metrics) and "gradcam_p_true_real" in run.data.metrics
+    assert any(k.startswith("check_fidelity") for k in run.data.metrics) and "gradcam_p_true_real" in run.data.metrics
 
 
 @pytest.mark.slow

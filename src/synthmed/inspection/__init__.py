@@ -9,12 +9,16 @@ trained on the real training split), not from Inception: there is no weight down
 grayscale MRI is far from ImageNet. These FD/KID values are therefore NOT comparable to published
 FID/KID numbers. The reference classifier only measures; it is never used to train or select anything.
 
-Metrics:
-    ``quality_fd``, ``quality_kid``, ``quality_kid_std`` (full mode only), ``quality_precision``,
-    ``quality_recall`` and per class ``quality_precision_<class>``, ``quality_recall_<class>``
-    (k-NN manifolds, k = 3, reference features; real images of class c vs synthetic of class c);
+Metrics (the names of the full check, ``synthmed inspect-generator``; the cheap per-run check inside
+every synthetic training run logs the same under the prefix ``check_``, e.g. ``check_quality_fd``):
+    realism at equal set sizes (:mod:`.realism`): ``quality_set_size`` (m), ``quality_fd``,
+    ``quality_kid``, ``quality_kid_std`` (full mode only), ``quality_precision``, ``quality_recall``
+    (k-NN manifolds, k = 3) of m synthetic images vs a real half A of the pool, each beside its
+    ``<name>_floor``: the same between A and a disjoint real half B of the same size; per class
+    ``quality_precision_<class>``, ``quality_recall_<class>`` (the classes of those draws);
     ``fidelity`` and ``fidelity_<class>``: share of synthetic images the reference classifier
-    assigns their intended class; ``memorization_near_copies_pixel`` / ``_feature`` and
+    assigns their intended class, ``fidelity_real`` (+ ``_<class>``) the same on the real sources;
+    ``memorization_near_copies_pixel`` / ``_feature`` and
     ``memorization_near_copies_<class>`` (pixel): SHARE (0..1) of synthetic images whose nearest
     real training image other than their own source is closer than 1/3 of the second nearest
     (Gu et al. 2023); ``memorization_source_distance`` and ``memorization_nearest_other_distance``:
@@ -24,7 +28,6 @@ Metrics:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from synthmed.inspection.curve import Curve, curve_sources, fidelity_diversity_curve
 from synthmed.inspection.figures import per_class_figure, worst_pairs_figure
 from synthmed.inspection.metrics import (
     frechet_distance,
@@ -39,7 +43,10 @@ from synthmed.inspection.metrics import (
     knn_precision_recall,
     label_fidelity,
     memorization,
+    metric_suffix,
+    pixel_vectors,
 )
+from synthmed.inspection.realism import equal_size_draw, realism
 from synthmed.inspection.reference import ReferenceClassifier
 
 if TYPE_CHECKING:
@@ -48,8 +55,12 @@ if TYPE_CHECKING:
     from synthmed.data.base import ImageSet
 
 __all__ = [
+    "CHECK_PREFIX",
+    "Curve",
     "InspectionResult",
     "ReferenceClassifier",
+    "curve_sources",
+    "fidelity_diversity_curve",
     "frechet_distance",
     "inspect_generation",
     "kid",
@@ -64,11 +75,9 @@ K = 3
 ROWS_PER_CLASS = 8  # per-class figure rows (full mode)
 OVERVIEW_PER_CLASS = 2
 WORST = 16
-
-
-def metric_suffix(name: str) -> str:
-    """A class name as an MLflow-safe metric-name suffix (alphanumerics, ``_``, ``-``, ``.``)."""
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name.strip()) or "class"
+#: what the cheap per-run check puts before every metric name, so its numbers never share a name
+#: (an MLflow column) with the full check's
+CHECK_PREFIX = "check_"
 
 
 @dataclass
@@ -76,12 +85,6 @@ class InspectionResult:
     metrics: dict[str, float]
     figures: dict[str, Figure] = field(default_factory=dict)
     worst_pairs: pd.DataFrame | None = None
-
-
-def _pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, H, W) → float (N, H*W) in [0, 1] / sqrt(H*W): L2 distance = RMS pixel distance."""
-    x = images.reshape(len(images), -1).float().div_(255.0)
-    return x.div_(math.sqrt(x.shape[1]))
 
 
 def _mean(t: torch.Tensor) -> float:
@@ -95,6 +98,7 @@ def inspect_generation(
     reference: ReferenceClassifier,
     classes: Sequence[str],
     *,
+    pool: ImageSet | None = None,
     cheap: bool = True,
     max_images: int = 512,
     seed: int = 0,
@@ -107,11 +111,15 @@ def inspect_generation(
             ``real.index``), ``synth.labels`` its intended class.
         reference: the reference classifier (features and predicted labels).
         classes: class names, for metric names and figure titles.
+        pool: the real images the realism metrics draw their two disjoint halves from (default
+            ``real``): ``m = min(len(synth), len(pool) // 2)`` synthetic images vs half ``A``, and
+            the floor, ``A`` vs half ``B`` (:mod:`synthmed.inspection.realism`).
         cheap: subsample at most ``max_images`` synthetic images (seeded), skip KID, and make one
             overview figure instead of one per class. ``cheap=False`` uses everything.
-        seed: subsampling and KID subset seed.
+        seed: subsampling, half-drawing and KID subset seed.
     """
     num_classes = len(classes)
+    pool = real if pool is None else pool
     if cheap and len(synth) > max_images:
         rows = torch.randperm(len(synth), generator=torch.Generator().manual_seed(seed))[:max_images].sort().values
         synth = synth.subset(rows)
@@ -120,12 +128,17 @@ def inspect_generation(
 
     f_real = reference.features(real.images).double()
     f_synth = reference.features(synth.images).double()
-    m["quality_fd"] = frechet_distance(f_real, f_synth) if len(f_synth) > 1 else math.nan
-    if not cheap:
-        m["quality_kid"], m["quality_kid_std"] = kid(f_real, f_synth, seed=seed)
-    m["quality_precision"], m["quality_recall"] = knn_precision_recall(f_real, f_synth, K)
+
+    # realism at equal sizes: m synthetic vs real half A, beside the floor A vs real half B
+    draw = equal_size_draw(len(synth), len(pool), seed)
+    halves = pool.subset(torch.cat([draw.a_rows, draw.b_rows]))
+    f_halves = reference.features(halves.images).double()
+    f_a, f_b = f_halves[:draw.size], f_halves[draw.size:]
+    f_s, s_labels, a_labels = f_synth[draw.synth_rows], synth.labels[draw.synth_rows], halves.labels[:draw.size]
+    for key, value in realism(f_s, f_a, f_b, k=K, with_kid=not cheap, seed=seed).items():
+        m[f"quality_{key}"] = value
     for c, name in enumerate(names):
-        p, r = knn_precision_recall(f_real[real.labels == c], f_synth[synth.labels == c], K)
+        p, r = knn_precision_recall(f_a[a_labels == c], f_s[s_labels == c], K)
         m[f"quality_precision_{name}"], m[f"quality_recall_{name}"] = p, r
 
     pred = reference.predict_from_features(f_synth)  # same network pass as the features
@@ -140,7 +153,7 @@ def inspect_generation(
     for name, v in zip(names, real_fid["per_class"]):
         m[f"fidelity_real_{name}"] = v
 
-    mem_px = memorization(_pixels(synth.images), synth.index, _pixels(real.images), real.index)
+    mem_px = memorization(pixel_vectors(synth.images), synth.index, pixel_vectors(real.images), real.index)
     mem_ft = memorization(f_synth, synth.index, f_real, real.index)
     m["memorization_near_copies_pixel"] = mem_px["near_copy_rate"]
     m["memorization_near_copies_feature"] = mem_ft["near_copy_rate"]
@@ -206,12 +219,15 @@ def log_inspection(
     log_metrics: Callable[[dict[str, float]], Any],
     log_figure: Callable[[Figure, str], Any],
     log_text: Callable[[str, str], Any],
+    *,
+    prefix: str = "",
 ) -> None:
     """Send a result to a tracker: e.g. ``mlflow.log_metrics``, ``mlflow.log_figure``, ``mlflow.log_text``.
 
-    NaN metrics (a class without images) are left out; the worst-pairs table goes as CSV text.
+    NaN metrics (a class without images) are left out; every metric name gets ``prefix``
+    (:data:`CHECK_PREFIX` for the per-run check); the worst-pairs table goes as CSV text.
     """
-    log_metrics({k: float(v) for k, v in result.metrics.items() if v == v})
+    log_metrics({f"{prefix}{k}": float(v) for k, v in result.metrics.items() if v == v})
     for name, fig in result.figures.items():
         log_figure(fig, name)
     if result.worst_pairs is not None:

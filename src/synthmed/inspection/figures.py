@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from synthmed.inspection.curve import Curve
 
 
 def _show(ax, img: torch.Tensor | None, title: str) -> None:
@@ -76,6 +81,45 @@ def worst_pairs_figure(
         ratio_text = "" if ratio[i] != ratio[i] else f" r {_fmt(float(ratio[i]))}"
         _show(axes[r][2 * c], synthetic[i], f"{pre}{left_name}")
         _show(axes[r][2 * c + 1], nearest[i], f"d {_fmt(float(nearest_distance[i]))}{ratio_text}")
+    fig.tight_layout()
+    return fig
+
+
+def fidelity_diversity_figure(curve: Curve) -> Figure:
+    """Per-class fidelity vs strength, precision/recall vs strength, per-class fidelity vs distance to source.
+
+    Solid lines are the synthetic images at each strength; dashed lines, in the same colour, the
+    real sources' values: the reference's own fidelity on them and real-vs-real precision/recall.
+    """
+    table = curve.table
+    real = table[table["images"] == "real"].iloc[0]
+    synth = table[table["images"] == "synthetic"].sort_values("strength")
+    fig = Figure(figsize=(15, 4.8))
+    ax_f, ax_r, ax_d = fig.subplots(1, 3)
+    for i, (cls, name) in enumerate(zip(curve.classes, curve.names)):
+        color = f"C{i}"
+        ax_f.plot(synth["strength"], synth[f"fidelity_{name}"], "o-", color=color, label=cls)
+        ax_d.plot(synth[f"distance_to_source_{name}"], synth[f"fidelity_{name}"], "o-", color=color, label=cls)
+        for ax in (ax_f, ax_d):
+            ax.axhline(real[f"fidelity_{name}"], color=color, linestyle="--", linewidth=1)
+        for x, y, s in zip(synth[f"distance_to_source_{name}"], synth[f"fidelity_{name}"], synth["strength"]):
+            ax_d.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=color)
+    for column, marker, color in (("recall", "o-", "C0"), ("precision", "s-", "C1")):
+        ax_r.plot(synth["strength"], synth[column], marker, color=color, label=column)
+        ax_r.axhline(real[column], color=color, linestyle="--", linewidth=1, label=f"{column}, real vs real")
+    ax_f.set_title("label fidelity per class (dashed: the reference on the real sources)", fontsize=9)
+    ax_f.set_xlabel("strength")
+    ax_r.set_title("k-NN precision / recall vs other real images", fontsize=9)
+    ax_r.set_xlabel("strength")
+    ax_d.set_title("fidelity vs distance to source (labels: strength)", fontsize=9)
+    ax_d.set_xlabel("mean RMS pixel distance to the source ([0, 1] scale)")
+    for ax in (ax_f, ax_r, ax_d):
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    ax_f.set_ylabel("share with the intended class")
+    ax_f.legend(fontsize=7)
+    ax_r.legend(fontsize=7)
+    fig.suptitle("\n".join(textwrap.wrap(curve.note(), 160)), fontsize=8)
     fig.tight_layout()
     return fig
 

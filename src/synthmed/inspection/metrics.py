@@ -7,14 +7,24 @@ reference classifier's penultimate activations (see :mod:`synthmed.inspection.re
 from __future__ import annotations
 
 import math
-import warnings
+import re
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import linalg
 
 CHUNK = 256  # synthetic rows per cdist chunk: 256 x 5120 floats = 5 MB
+
+
+def metric_suffix(name: str) -> str:
+    """A class name as an MLflow-safe metric-name suffix (alphanumerics, ``_``, ``-``, ``.``)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name.strip()) or "class"
+
+
+def pixel_vectors(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, 1, H, W)`` → float ``(N, H*W)`` in [0, 1] / sqrt(H*W): L2 distance = RMS pixel distance."""
+    x = images.reshape(len(images), -1).float().div_(255.0)
+    return x.div_(math.sqrt(max(x.shape[1], 1)))
 
 
 def _np64(x: Any) -> np.ndarray:
@@ -27,28 +37,26 @@ def _t64(x: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).double()
 
 
-def frechet_distance(a: Any, b: Any, *, eps: float = 1e-6) -> float:
+def frechet_distance(a: Any, b: Any) -> float:
     """Fréchet distance between Gaussians fitted to features ``a`` (N, D) and ``b`` (M, D).
 
-    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 sqrtm(S_a S_b))``; imaginary parts of the matrix square
-    root are dropped, and ``eps`` is added to the diagonals when the product is singular.
+    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr sqrtm(S_a S_b)`` with unbiased (N - 1) covariances.
+    The square roots of the eigenvalues of ``S_a S_b`` are the singular values of the centred
+    cross-product ``A_c B_c^T / sqrt((N - 1)(M - 1))``, computed from the triangular factors of
+    ``A_c = Q_a R_a`` and ``B_c = Q_b R_b`` as those of ``R_a R_b^T``: no matrix square root, no
+    square root of a near-zero eigenvalue, no regularising epsilon, so the value is exact to
+    round-off also for singular covariances (dead feature units, fewer rows than dimensions).
+    NaN with fewer than two rows on a side; a round-off below 0 is returned as 0.
     """
     a, b = _np64(a), _np64(b)
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1 = np.atleast_2d(np.cov(a, rowvar=False))
-    s2 = np.atleast_2d(np.cov(b, rowvar=False))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all() or any(issubclass(w.category, linalg.LinAlgWarning) for w in caught):
-        offset = np.eye(s1.shape[0]) * eps  # singular product: regularise the diagonals
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)
-            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
-    covmean = np.real(covmean)
-    diff = mu1 - mu2
-    fd = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
-    return max(fd, 0.0)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    ac, bc = a - a.mean(0), b - b.mean(0)  # (N, D), (M, D)
+    r_a, r_b = np.linalg.qr(ac, mode="r"), np.linalg.qr(bc, mode="r")  # (min(N, D), D), (min(M, D), D)
+    root_trace = np.linalg.svd(r_a @ r_b.T, compute_uv=False).sum() / math.sqrt((len(a) - 1) * (len(b) - 1))
+    diff = a.mean(0) - b.mean(0)
+    fd = diff @ diff + (ac * ac).sum() / (len(a) - 1) + (bc * bc).sum() / (len(b) - 1) - 2.0 * root_trace
+    return max(float(fd), 0.0)
 
 
 def kid(a: Any, b: Any, *, subsets: int = 10, subset_size: int | None = None, seed: int = 0) -> tuple[float, float]:
