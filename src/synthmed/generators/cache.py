@@ -216,10 +216,12 @@ class FillStats:
     paid_images: int = 0
     cost_usd: float = 0.0
     refused: int = 0
+    seconds: float = 0.0  # wall time spent making the misses (0 when everything came from the cache)
 
     def metrics(self) -> dict[str, float]:
         """MLflow metric names (``synthetic_cache_hits``, ...)."""
         return {
+            "synthetic_generation_seconds": float(self.seconds),
             "synthetic_cache_hits": float(self.hits),
             "synthetic_cache_misses": float(self.misses),
             "synthetic_paid_images": float(self.paid_images),
@@ -283,7 +285,11 @@ def fill(
         first = {keys[i]: i for i in reversed(missing)}  # identical sources share a key: make it once
         with cache.lock(generator.name):
             todo = [i for i in first.values() if not cache.has(generator.name, keys[i])]  # others may have made some
-            _generate(cache, generator, sources, labels, requests, hashes, keys, todo, out, stats, quiet, salt)
+            start = time.perf_counter()
+            try:
+                _generate(cache, generator, sources, labels, requests, hashes, keys, todo, out, stats, quiet, salt)
+            finally:
+                stats.seconds = time.perf_counter() - start
     if load:
         for i, key in enumerate(keys):
             if out[i] is None and cache.has(generator.name, key):
