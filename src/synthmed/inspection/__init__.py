@@ -21,7 +21,8 @@ every synthetic training run logs the same under the prefix ``check_``, e.g. ``c
     ``memorization_near_copies_pixel`` / ``_feature`` and
     ``memorization_near_copies_<class>`` (pixel): SHARE (0..1) of synthetic images whose nearest
     real training image other than their own source is closer than 1/3 of the second nearest
-    (Gu et al. 2023); ``memorization_source_distance`` and ``memorization_nearest_other_distance``:
+    (Gu et al. 2023), beside ``memorization_near_copies_pixel_floor`` / ``_feature_floor``: the same
+    share for the real sources against the other real sources; ``memorization_source_distance`` and ``memorization_nearest_other_distance``:
     mean RMS pixel distance (images scaled to [0, 1]) to the own source and to the nearest other.
 """
 
@@ -157,6 +158,11 @@ def inspect_generation(
     mem_ft = memorization(f_synth, synth.index, f_real, real.index)
     m["memorization_near_copies_pixel"] = mem_px["near_copy_rate"]
     m["memorization_near_copies_feature"] = mem_ft["near_copy_rate"]
+    # the floor: the same test for each real source against the other real sources (near-twins, slices
+    # of one brain, make it far from 0 on this dataset); a generator copying no more than that adds none
+    real_px = pixel_vectors(real.images)
+    m["memorization_near_copies_pixel_floor"] = memorization(real_px, real.index, real_px, real.index)["near_copy_rate"]
+    m["memorization_near_copies_feature_floor"] = memorization(f_real, real.index, f_real, real.index)["near_copy_rate"]
     for c, name in enumerate(names):
         mask = synth.labels == c
         m[f"memorization_near_copies_{name}"] = float(mem_px["near_copy"][mask].double().mean()) if mask.any() else math.nan
