@@ -6,9 +6,9 @@ fitted on exactly the run's sampled real training images (``learns = True``; see
 
 1. **The autoencoder** — ``monai.networks.nets.AutoencoderKL`` (no attention, a light first level:
    at full resolution the first level is what a step costs) compresses a ``(1, H, W)`` image into a
-   ``(4, H/f, W/f)`` latent (``f = 8`` at 64 px and above, so 16 x 16 at 128 px; fewer levels below, so
-   the latent stays at least 8 x 8). Loss: L1 reconstruction + ``kl`` x KL. A seeded 5% of the sample
-   is held back from this stage and its reconstruction error is logged during and after the fit.
+   ``(4, H/f, W/f)`` latent: ``f = 8`` at 128 px, fewer levels below so the latent stays 16 x 16
+   (``f = 4`` at 64 px). Loss: L1 reconstruction + ``kl`` x KL. A seeded 5% of the sample is held back
+   from this stage and its reconstruction error is logged during and after the fit.
 2. **The latent UNet** — ``monai.networks.nets.DiffusionModelUNet`` with one class embedding per
    class, trained on MONAI's ``DDPMScheduler`` (epsilon, 1,000 steps, scaled-linear betas) on the
    sample's latents (encoded once, re-drawn from the encoder's posterior at every step, scaled to
@@ -20,6 +20,11 @@ size — no upsampling from a smaller grid:
 * ``mode=variation`` (default) — SDEdit in latent space: the source's latent is noised to
   ``strength`` and denoised with its own class (``strength x sample_steps`` UNet calls).
 * ``mode=sample`` — new latents of a class from pure noise (all ``sample_steps``).
+
+``keep_residual`` (0 by default) adds back that share of the source's own residual, ``source -
+decode(encode(source))``: the fine detail a small autoencoder blurs away (as ``pca``'s option of the
+same name does). At 1 a variation is the diffusion model's new coarse image plus the source's fine
+detail; the fidelity–diversity curve shows what it does to label fidelity and distance to the source.
 
 MONAI's ``LatentDiffusionInferer`` is not used: it takes no class labels and cannot start from a
 partly noised source, and encoding every training batch again would make the encoder the cost of
@@ -50,8 +55,8 @@ if TYPE_CHECKING:
     from synthmed.config import Config
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"ae_channels": (8, 16, 32, 64), "ae_steps": 500, "ae_batch": 16, "ae_lr": 1e-3,
-            "unet_channels": (32, 64, 128), "attention": (False, False, True), "steps": 3000, "batch": 64,
+    "cpu": {"ae_channels": (8, 16, 32, 64), "ae_steps": 600, "ae_batch": 16, "ae_lr": 1e-3,
+            "unet_channels": (32, 64, 128), "attention": (False, False, True), "steps": 1500, "batch": 64,
             "lr": 1e-3, "sample_steps": 50},
     "gpu": {"ae_channels": (32, 64, 128, 128), "ae_steps": 6000, "ae_batch": 32, "ae_lr": 5e-4,
             "unet_channels": (64, 128, 256), "attention": (False, True, True), "steps": 30000, "batch": 128,
@@ -59,7 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 TRAIN_TIMESTEPS = 1000
 LATENT_CHANNELS = 4
-MIN_LATENT = 8  # latent side at least 8 px: fewer autoencoder levels for small images
+MIN_LATENT = 16  # latent side at least 16 px: fewer autoencoder levels (less compression) for small images
 HELD_BACK = 0.05  # share of the sample held back from the autoencoder to measure its reconstruction
 LOG_EVERY = 10
 
@@ -81,6 +86,7 @@ class LdmGenerator(Generator):
         ae_steps: autoencoder training steps (batches); default from the preset.
         steps: latent UNet training steps (batches); default from the preset.
         kl: weight of the autoencoder's KL term.
+        keep_residual: share of the source's reconstruction residual added back to a variation (0..1).
         ema: EMA decay of the UNet weights used for sampling (0 turns EMA off).
         device: ``auto`` (the run's ``device``), ``cpu``, ``cuda``, ``cuda:N``.
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16`` or ``fp32``.
@@ -93,8 +99,8 @@ class LdmGenerator(Generator):
     batch_size = 64
 
     def __init__(self, mode: Any = "variation", preset: Any = "cpu", strength: Any = 0.5, sample_steps: Any = None,
-                 ae_steps: Any = None, steps: Any = None, kl: Any = 1e-6, ema: Any = 0.999, device: Any = "auto",
-                 precision: Any = "auto"):
+                 ae_steps: Any = None, steps: Any = None, kl: Any = 1e-6, keep_residual: Any = 0.0, ema: Any = 0.999,
+                 device: Any = "auto", precision: Any = "auto"):
         n = self.name
         self.mode = coerce_option(n, "mode", mode, str, choices=("variation", "sample"))
         self.preset = coerce_option(n, "preset", preset, str, choices=tuple(PRESETS))
@@ -105,6 +111,7 @@ class LdmGenerator(Generator):
         self.ae_steps = coerce_option(n, "ae_steps", pick(ae_steps, "ae_steps"), int, low=1, high=10_000_000)
         self.steps = coerce_option(n, "steps", pick(steps, "steps"), int, low=1, high=10_000_000)
         self.kl = coerce_option(n, "kl", kl, float, low=0.0, high=1.0)
+        self.keep_residual = coerce_option(n, "keep_residual", keep_residual, float, low=0.0, high=1.0)
         self.ema = coerce_option(n, "ema", ema, float, low=0.0, high=0.99999)
         self.device = coerce_option(n, "device", device, str)
         self.precision = coerce_option(n, "precision", precision, str, choices=("auto", "bf16", "fp32"))
@@ -136,7 +143,8 @@ class LdmGenerator(Generator):
                 "version": self.version}
 
     def output_params(self) -> dict[str, Any]:
-        return {**self.fit_params(), "mode": self.mode, "strength": self.strength, "sample_steps": self.sample_steps}
+        return {**self.fit_params(), "mode": self.mode, "strength": self.strength, "sample_steps": self.sample_steps,
+                "keep_residual": self.keep_residual}
 
     # --- networks -------------------------------------------------------------------------------
     def _levels(self, side: int) -> int:
@@ -357,10 +365,11 @@ class LdmGenerator(Generator):
         scheduler = DDIMScheduler(**_schedule(), clip_sample=False)
         scheduler.set_timesteps(self.sample_steps)
         timesteps = scheduler.timesteps
+        source = self._to_model(images).to(device)  # (B, 1, h, w) in [0, 1]
+        z0 = self._ae.encode(source)[0].float() * self._scale  # posterior mean
         if self.mode == "variation":
             start = min(len(timesteps) - 1, int(round(len(timesteps) * (1 - self.strength))))
             timesteps = timesteps[start:]
-            z0 = self._ae.encode(self._to_model(images).to(device))[0].float() * self._scale  # posterior mean
             z = scheduler.add_noise(z0, noise, timesteps[:1].repeat(len(images)).to(device))
         else:
             z = noise
@@ -371,6 +380,8 @@ class LdmGenerator(Generator):
             z, _ = scheduler.step(eps, int(t), z)
         with self._autocast(device):
             x = self._ae.decode(z / self._scale).float()  # (B, 1, h, w) in about [0, 1]
+            if self.keep_residual > 0:  # the source's detail the autoencoder cannot express
+                x = x + self.keep_residual * (source - self._ae.decode(z0 / self._scale).float())
         if (h, w) != self._size:
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
