@@ -113,6 +113,7 @@ def quality(args: argparse.Namespace, config: Any, generators: list[str], option
             "cache_hits": m.get("synthetic_cache_hits"), "wall_seconds": seconds,
             "fidelity": {c: m.get(f"fidelity_{c}") for c in classes},
             "fidelity_real": {c: m.get(f"fidelity_real_{c}") for c in classes},
+            "fidelity_real_blurred": {c: m.get(f"fidelity_real_blurred_{c}") for c in classes},
             **{k: m.get(k) for k in ("quality_set_size", "quality_fd", "quality_fd_floor", "quality_kid",
                                      "quality_kid_floor", "quality_precision", "quality_precision_floor",
                                      "quality_recall", "quality_recall_floor", "memorization_near_copies_pixel",
@@ -183,7 +184,8 @@ def quality_markdown(rows: list[dict], args: argparse.Namespace, split: str) -> 
     classes = list(rows[0]["fidelity"]) if rows else []
     lines = [f"**Quality** — `{args.dataset}`, split `{split}`, real fraction {args.real_frac:g}, {args.image_size} px, "
              f"seed {args.seed}: every synthetic image of the run (full `inspect-generator`). Fidelity: share the "
-             "reference classifier gives the intended class (in brackets: its share on the real sources). FD/KID: "
+             "reference classifier gives the intended class (in brackets: its share on the real sources; after the "
+             "semicolon, on the real sources blurred by 1.25% of the side — the sharpness calibration). FD/KID: "
              "reference-classifier features, at the equal set size m, beside the real-vs-real floor.", ""]
     head = ["generator", "fit s", "generation s", *[f"fidelity {c}" for c in classes], "m", "FD (floor)",
             "KID (floor)", "precision (floor)", "recall (floor)", "near copies px / feature (real's)"]
@@ -191,7 +193,8 @@ def quality_markdown(rows: list[dict], args: argparse.Namespace, split: str) -> 
     for r in rows:
         fit = "—" if not r["learns"] else _s(r["fit_seconds"]) + (" (cache)" if r["fit_from_cache"] else "")
         gen = _s(r["generation_seconds"]) + (" (cache)" if r["cache_hits"] and not r["generation_seconds"] else "")
-        fid = [f"{_n(r['fidelity'][c], 2)} ({_n(r['fidelity_real'][c], 2)})" for c in classes]
+        fid = [f"{_n(r['fidelity'][c], 2)} ({_n(r['fidelity_real'][c], 2)}; {_n(r['fidelity_real_blurred'][c], 2)})"
+               for c in classes]
         name = f"`{r['generator']}`" + (f" `{r['options']}`" if r["options"] else "")
         lines.append("| " + " | ".join([
             name, fit, gen, *fid, _s(r["quality_set_size"]),

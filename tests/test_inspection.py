@@ -19,6 +19,7 @@ from synthmed.inspection import (
     label_fidelity,
     log_inspection,
     memorization,
+    metric_suffix,
 )
 from synthmed.inspection import reference as ref_mod
 from synthmed.inspection.realism import equal_size_draw, realism
@@ -297,6 +298,18 @@ def test_reference_trains_on_the_given_train_split_only(tmp_path, monkeypatch):
 
 # --- inspect_generation ----------------------------------------------------------------------
 
+def test_blur_keeps_shape_and_mean_and_removes_fine_detail():
+    from synthmed.inspection import blur
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8, generator=g)
+    out = blur(images)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert abs(out.float().mean() - images.float().mean()) < 3  # same brightness (up to the black border)
+    detail = lambda x: x.float().diff(dim=-1).abs().mean()  # noqa: E731
+    assert detail(out) < 0.5 * detail(images)
+
+
 def test_inspect_generation_identity_and_copy(trained):
     train, clf, _ = trained
     n = len(train)
@@ -306,6 +319,8 @@ def test_inspect_generation_identity_and_copy(trained):
     m = res.metrics
     assert m["memorization_source_distance"] == 0.0
     assert m["memorization_near_copies_pixel"] == 0.0
+    assert 0 <= m["memorization_near_copies_pixel_floor"] <= 1 and 0 <= m["memorization_near_copies_feature_floor"] <= 1
+    assert all(f"fidelity_real_blurred_{metric_suffix(c)}" in m for c in CLASSES)  # the sharpness calibration
     # equal set sizes: half the pool; an identity generator scores like two real halves (up to the
     # draw: 48 images in 64 dimensions), a noise generator far above them
     assert m["quality_set_size"] == n // 2
