@@ -125,3 +125,23 @@ def tiny_splits():
         fingerprint="tiny",
         meta={"source": "tiny"},
     )
+
+
+@pytest.fixture
+def image_folder():
+    """``make(root, per_class=12, size=16)``: two classes of tiny PNGs, bright in the left or the right half
+    (learnable in a few epochs), in the imagefolder layout; returns ``root``."""
+    import torch
+    from PIL import Image
+
+    def make(root: Path, per_class: int = 12, size: int = 16) -> Path:
+        g = torch.Generator().manual_seed(0)
+        for c, name in enumerate(("left", "right")):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = torch.randint(0, 60, (size, size), generator=g)
+                img[:, c * size // 2:(c + 1) * size // 2] += 150
+                Image.fromarray(img.clamp(0, 255).to(torch.uint8).numpy()).save(root / name / f"{i}.png")
+        return root
+
+    return make

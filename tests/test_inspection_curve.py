@@ -12,7 +12,6 @@ import re
 
 import pytest
 import torch
-from PIL import Image
 
 from synthmed.data.base import ImageSet
 from synthmed.inspection import curve_sources, fidelity_diversity_curve
@@ -148,25 +147,13 @@ def test_a_variation_of_the_wrong_shape_is_refused(pool, sources):
 
 # --- `synthmed inspect-generator --strengths` end to end ---------------------------------------------
 
-def _folder(root, per_class: int = 12, size: int = S):
-    """Two classes of tiny PNGs, bright in the left or the right half (learnable in a few epochs)."""
-    g = torch.Generator().manual_seed(0)
-    for c, name in enumerate(("left", "right")):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = torch.randint(0, 60, (size, size), generator=g)
-            img[:, c * size // 2:(c + 1) * size // 2] += 150
-            Image.fromarray(img.clamp(0, 255).to(torch.uint8).numpy()).save(root / name / f"{i}.png")
-    return root
-
-
 def _args(root, *extra: str) -> list[str]:
     return ["inspect-generator", "--dataset", "imagefolder", "--data-dir", str(root), "--image-size", str(S),
             "--test-frac", "0.25", "--real-frac", "0.5", "--val-frac", "0", "--quiet", *extra]
 
 
 @pytest.mark.slow
-def test_inspect_generator_strengths_logs_and_prints_the_curve(mlflow_uri, tmp_path, monkeypatch):
+def test_inspect_generator_strengths_logs_and_prints_the_curve(image_folder, mlflow_uri, tmp_path, monkeypatch):
     import mlflow
     from click.testing import CliRunner
 
@@ -176,7 +163,7 @@ def test_inspect_generator_strengths_logs_and_prints_the_curve(mlflow_uri, tmp_p
     calls = []
     original = PcaGenerator._one  # what makes one image, whichever entry point the cache uses
     monkeypatch.setattr(PcaGenerator, "_one", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    root = _folder(tmp_path / "data")
+    root = image_folder(tmp_path / "data")
     args = _args(root, "--generator", "pca", "--generator-options", "components=3", "--strengths", "0.8,0,0.4",
                  "--curve-images", "3")
     result = CliRunner().invoke(main, args)
@@ -207,24 +194,24 @@ def test_inspect_generator_strengths_logs_and_prints_the_curve(mlflow_uri, tmp_p
     (["--generator", "elastic"], r"generator 'elastic' has none — installed ones that have it: .*pca"),
     (["--generator", "pca", "--generator-options", "mode=sample"], r"'pca' with mode=sample .* ignores strength"),
 ])
-def test_inspect_generator_strengths_refuses_a_generator_without_strength(mlflow_uri, tmp_path, extra, message):
+def test_inspect_generator_strengths_refuses_a_generator_without_strength(image_folder, mlflow_uri, tmp_path, extra, message):
     import mlflow
     from click.testing import CliRunner
 
     from synthmed.cli import main
 
-    result = CliRunner().invoke(main, _args(_folder(tmp_path / "data"), *extra, "--strengths", "0.1,0.5"))
+    result = CliRunner().invoke(main, _args(image_folder(tmp_path / "data"), *extra, "--strengths", "0.1,0.5"))
     assert result.exit_code != 0 and re.search(message, result.output), result.output
     assert "Traceback" not in result.output
     assert not mlflow.search_runs(search_all_experiments=True).shape[0]  # refused before any run was opened
 
 
-def test_inspect_generator_strengths_refuses_a_strength_outside_the_generators_range(mlflow_uri, tmp_path):
+def test_inspect_generator_strengths_refuses_a_strength_outside_the_generators_range(image_folder, mlflow_uri, tmp_path):
     from click.testing import CliRunner
 
     from synthmed.cli import main
 
-    root = _folder(tmp_path / "data")
+    root = image_folder(tmp_path / "data")
     result = CliRunner().invoke(main, _args(root, "--generator", "pca", "--strengths", "0.5,1.5"))
     assert result.exit_code != 0 and "pca" in result.output and "strength" in result.output, result.output
     bad = CliRunner().invoke(main, _args(root, "--generator", "pca", "--strengths", "0.5,x"))

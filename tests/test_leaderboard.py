@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "generator_leaderboard.py"
 
@@ -20,21 +18,10 @@ def _load():
     return module
 
 
-def _folder(root: Path, per_class: int = 16, size: int = 16) -> Path:
-    g = torch.Generator().manual_seed(0)
-    for c, name in enumerate(("left", "right")):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = torch.randint(0, 60, (size, size), generator=g)
-            img[:, c * size // 2:(c + 1) * size // 2] += 150
-            Image.fromarray(img.clamp(0, 255).to(torch.uint8).numpy()).save(root / name / f"{i}.png")
-    return root
-
-
 @pytest.mark.slow
-def test_the_leaderboard_builds_its_tables_and_replaces_the_docs_block(mlflow_uri, tmp_path):
+def test_the_leaderboard_builds_its_tables_and_replaces_the_docs_block(image_folder, mlflow_uri, tmp_path):
     board = _load()
-    root = _folder(tmp_path / "data")
+    root = image_folder(tmp_path / "data", per_class=16, size=16)
     docs = tmp_path / "generators.md"
     docs.write_text(f"# Generators\n\nbefore\n\n{board.BEGIN}\nOLD-BLOCK-TEXT\n{board.END}\n\nafter\n")
     text = board.main([

@@ -1,4 +1,4 @@
-"""Learning generators: the fit contract, the fitted-state cache, ``pca`` and ``ddpm``."""
+"""Learning generators: the fit contract (for ``ldm`` too), the fitted-state cache, ``pca`` and ``ddpm``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from synthmed.generators.base import Generator
 from synthmed.generators.cache import plan_keys
 from synthmed.generators.fitting import FitCache, check_open_set, ensure_fitted, fit_fingerprint
+from synthmed.generators.ldm import LdmGenerator
 from synthmed.hookspecs import hookimpl
 from synthmed.plugins import registry
 
@@ -140,14 +141,16 @@ def test_ddpm_warm_start_is_open_set_unless_the_sidecar_says_otherwise(pm, tmp_p
 
 
 # --- the property: a fit sees exactly the run's sample ----------------------------------------------
+SEEN: list[torch.Tensor] = []
+
+
 class Recording(Generator):
     name = "recording"
     learns = True
     deterministic = True
-    seen: list[torch.Tensor] = []
 
     def fit(self, images, labels, *, seed, progress, log):  # noqa: ANN001
-        Recording.seen.append(images.clone())
+        SEEN.append(images.clone())
         log({"generator_fit_loss": 0.0}, 0)
         return {"steps": 1}
 
@@ -155,33 +158,46 @@ class Recording(Generator):
         return 255 - images
 
 
+class RecordingLdm(LdmGenerator):
+    """The built-in ``ldm`` whose fit also records what it was given: the property covers a real fit."""
+
+    name = "ldm-recording"
+
+    def fit(self, images, labels, *, seed, progress, log):  # noqa: ANN001
+        SEEN.append(images.clone())
+        return super().fit(images, labels, seed=seed, progress=progress, log=log)
+
+
 class RecordingPlugin:
     @hookimpl
     def register_generators(self):  # noqa: ANN201
-        return [Recording]
+        return [Recording, RecordingLdm]
 
 
+@pytest.mark.parametrize("generator, options", [("recording", ""), ("ldm-recording", "ae_steps=2,steps=2,sample_steps=2")])
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(real_frac=st.sampled_from([0.25, 0.5, 0.75]), seed=st.integers(0, 1000), val_frac=st.sampled_from([0.0, 0.2, 0.4]))
-def test_fit_sees_exactly_the_runs_sample(tiny_splits, mlflow_uri, tmp_path_factory, real_frac, seed, val_frac):
+def test_fit_sees_exactly_the_runs_sample(tiny_splits, mlflow_uri, tmp_path_factory, generator, options, real_frac, seed,
+                                          val_frac):
     import synthmed
     from synthmed.data.sampling import split_validation, stratified_sample
     from synthmed.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     pm.register(RecordingPlugin(), name="recording-test")
-    Recording.seen.clear()
-    synthmed.train(synthmed.Config(policy="synthetic", generator="recording", real_frac=real_frac, seed=seed,
-                                   val_frac=val_frac, epochs=1, image_size=32, gradcam=False, log_model=False,
-                                   quiet=True, cache_dir=str(tmp_path_factory.mktemp("gen-cache"))),
+    SEEN.clear()
+    synthmed.train(synthmed.Config(policy="synthetic", generator=generator, generator_options=options,
+                                   real_frac=real_frac, seed=seed, val_frac=val_frac, epochs=1, image_size=32,
+                                   gradcam=False, log_model=False, quiet=True,
+                                   cache_dir=str(tmp_path_factory.mktemp("gen-cache"))),
                    splits=tiny_splits, pm=pm)
     rows = stratified_sample(tiny_splits.train.labels, real_frac, seed)
     sample = tiny_splits.train.subset(rows)
     if val_frac:
         train_rows, _ = split_validation(sample.labels, val_frac, seed)
         sample = sample.subset(train_rows)
-    assert len(Recording.seen) == 1
-    seen = Recording.seen[0]
+    assert len(SEEN) == 1
+    seen = SEEN[0]
     key = lambda t: sorted(bytes(x.numpy().tobytes()) for x in t)  # noqa: E731
     assert key(seen) == key(sample.images)  # the multiset of images is the sample, exactly
     test = {bytes(x.numpy().tobytes()) for x in tiny_splits.test.images}

@@ -35,23 +35,20 @@ makes a run open-set.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from synthmed.errors import SynthmedError
+from synthmed.generators._networks import NetworkGenerator
 from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from synthmed.config import Config
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu-small": {"resolution": 32, "width": 32, "mults": (1, 2, 2), "layers": 1, "attention": False,
@@ -62,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 TRAIN_TIMESTEPS = 1000
 
 
-class DdpmGenerator(Generator):
+class DdpmGenerator(NetworkGenerator):
     """Class-conditional DDPM (UNet2DModel + DDPM training + DDIM sampling), 1 channel.
 
     Args:
@@ -123,16 +120,7 @@ class DdpmGenerator(Generator):
         self._unet: Any = None
         self._num_classes = 0
 
-    @classmethod
-    def from_config(cls, config: Config) -> Generator:
-        """As the base class, but ``device=auto`` follows the run's ``device``."""
-        generator = super().from_config(config)
-        if generator.device == "auto" and config.device != "auto":  # type: ignore[attr-defined]
-            generator.device = config.device  # type: ignore[attr-defined]
-        return generator
 
-    def bind(self, classes: Sequence[str]) -> None:
-        self.classes = tuple(classes)
 
     def output_params(self) -> dict[str, Any]:
         return {**self.fit_params(), "mode": self.mode, "sample_steps": self.sample_steps,
@@ -160,22 +148,7 @@ class DdpmGenerator(Generator):
                            down_block_types=tuple(down), up_block_types=tuple(up),
                            num_class_embeds=num_classes, norm_num_groups=min(8, self.width))
 
-    def _device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            kind = torch.device(self.device).type
-        except RuntimeError:
-            raise SynthmedError(f"generator 'ddpm': device={self.device!r} is not a torch device") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise SynthmedError(f"generator 'ddpm': device={self.device!r} but no CUDA device here — use device=cpu")
-        return self.device
 
-    def _autocast(self, device: str) -> Any:
-        kind = torch.device(device).type
-        if self.precision == "fp32" or (self.precision == "auto" and kind != "cuda"):
-            return contextlib.nullcontext()  # auto: bf16 on CUDA only (far slower on a CPU: docs/generators.md)
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
     def _to_model(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` uint8 -> ``(B, 1, r, r)`` float in [-1, 1]."""

@@ -37,22 +37,19 @@ image never depends on its batch-mates. Presets and measured costs: docs/generat
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from synthmed.errors import SynthmedError
+from synthmed.generators._networks import NetworkGenerator
 from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from synthmed.config import Config
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"ae_channels": (8, 16, 32, 64), "ae_steps": 600, "ae_batch": 16, "ae_lr": 1e-3,
@@ -75,7 +72,7 @@ def _schedule() -> dict[str, Any]:
             "beta_start": 0.0015, "beta_end": 0.0195}
 
 
-class LdmGenerator(Generator):
+class LdmGenerator(NetworkGenerator):
     """Class-conditional latent diffusion: MONAI AutoencoderKL + DiffusionModelUNet, DDPM training, DDIM sampling.
 
     Args:
@@ -123,16 +120,7 @@ class LdmGenerator(Generator):
         self._size: tuple[int, int] | None = None
         self._num_classes = 0
 
-    @classmethod
-    def from_config(cls, config: Config) -> Generator:
-        """As the base class, but ``device=auto`` follows the run's ``device``."""
-        generator = super().from_config(config)
-        if generator.device == "auto" and config.device != "auto":  # type: ignore[attr-defined]
-            generator.device = config.device  # type: ignore[attr-defined]
-        return generator
 
-    def bind(self, classes: Sequence[str]) -> None:
-        self.classes = tuple(classes)
 
     def fit_params(self) -> dict[str, Any]:
         p = PRESETS[self.preset]
@@ -172,22 +160,7 @@ class LdmGenerator(Generator):
                                   num_head_channels=32, num_class_embeds=num_classes,
                                   norm_num_groups=min(32, p["unet_channels"][0]))
 
-    def _device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            kind = torch.device(self.device).type
-        except RuntimeError:
-            raise SynthmedError(f"generator 'ldm': device={self.device!r} is not a torch device") from None
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise SynthmedError(f"generator 'ldm': device={self.device!r} but no CUDA device here — use device=cpu")
-        return self.device
 
-    def _autocast(self, device: str) -> Any:
-        kind = torch.device(device).type
-        if self.precision == "fp32" or (self.precision == "auto" and kind != "cuda"):
-            return contextlib.nullcontext()  # bf16 autocast is far slower on a CPU without native bf16
-        return torch.autocast(kind, dtype=torch.bfloat16)
 
     def _to_model(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` uint8 -> ``(B, 1, h, w)`` float in [0, 1] at the fitted size."""

@@ -1,0 +1,58 @@
+"""What the generators that run torch networks here (``ddpm``, ``ldm``) share: the device and the precision.
+
+``device=auto`` follows the run's ``device`` (:meth:`NetworkGenerator.from_config`), a CUDA device
+that is not there is refused by name, and ``precision=auto`` means bf16 autocast on CUDA and fp32 on
+the CPU, where bf16 autocast measured far slower without native bf16 (docs/generators.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from synthmed.errors import SynthmedError
+from synthmed.generators.base import Generator
+
+if TYPE_CHECKING:
+    from synthmed.config import Config
+
+
+class NetworkGenerator(Generator):
+    """A :class:`Generator` whose networks run on ``self.device`` at ``self.precision`` (set by ``__init__``)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    classes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Generator:
+        """As the base class, but ``device=auto`` follows the run's ``device``."""
+        generator = super().from_config(config)
+        if generator.device == "auto" and config.device != "auto":  # type: ignore[attr-defined]
+            generator.device = config.device  # type: ignore[attr-defined]
+        return generator
+
+    def bind(self, classes: Sequence[str]) -> None:
+        self.classes = tuple(classes)
+
+    def _device(self) -> str:
+        """The torch device to run on: ``auto`` is CUDA when there is one; a missing CUDA device is refused."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            kind = torch.device(self.device).type
+        except RuntimeError:
+            raise SynthmedError(f"generator {self.name!r}: device={self.device!r} is not a torch device") from None
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise SynthmedError(f"generator {self.name!r}: device={self.device!r} but no CUDA device here — "
+                                "use device=cpu")
+        return self.device
+
+    def _autocast(self, device: str) -> Any:
+        """bf16 autocast on CUDA under ``precision=auto`` or ``bf16``; nothing on the CPU under ``auto``."""
+        kind = torch.device(device).type
+        if self.precision == "fp32" or (self.precision == "auto" and kind != "cuda"):
+            return contextlib.nullcontext()  # auto: bf16 on CUDA only (far slower on a CPU: docs/generators.md)
+        return torch.autocast(kind, dtype=torch.bfloat16)
