@@ -56,3 +56,19 @@ class NetworkGenerator(Generator):
         if self.precision == "fp32" or (self.precision == "auto" and kind != "cuda"):
             return contextlib.nullcontext()  # auto: bf16 on CUDA only (far slower on a CPU: docs/generators.md)
         return torch.autocast(kind, dtype=torch.bfloat16)
+
+    @staticmethod
+    def _train_step(loss: torch.Tensor, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+                    sched: Any, step: int, ema_decay: float) -> float:
+        """One optimizer step (gradients clipped at norm 1, the LR schedule advanced), then the EMA copy
+        follows with a decay warmed up as ``min(ema_decay, (1 + step) / (10 + step))``; returns the loss."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        return float(loss.detach())

@@ -192,17 +192,7 @@ class DdpmGenerator(NetworkGenerator):
             xt = scheduler.add_noise(x0, noise, t)
             with self._autocast(device):
                 pred = unet(xt, t, class_labels=y).sample
-            loss = F.mse_loss(pred.float(), noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            decay = min(self.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), unet.parameters()):
-                    pe.lerp_(pm, 1 - decay)
-            value = float(loss.detach())
+            value = self._train_step(F.mse_loss(pred.float(), noise), unet, ema, opt, sched, step, self.ema)
             loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
             if step % 10 == 0 or step == self.steps - 1:
                 log({"generator_fit_loss": value}, step)

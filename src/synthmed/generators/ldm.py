@@ -273,17 +273,7 @@ class LdmGenerator(NetworkGenerator):
             zt = scheduler.add_noise(z0, noise, t).to(device)
             with self._autocast(device):
                 pred = unet(zt, t.to(device), class_labels=y_all[idx].to(device))
-            loss = F.mse_loss(pred.float(), noise.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            decay = min(self.ema, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), unet.parameters()):
-                    pe.lerp_(pm, 1 - decay)
-            value = float(loss.detach())
+            value = self._train_step(F.mse_loss(pred.float(), noise.to(device)), unet, ema, opt, sched, step, self.ema)
             loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
             if step % LOG_EVERY == 0 or step == self.steps - 1:
                 log({"generator_fit_loss": value}, step)
