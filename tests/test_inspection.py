@@ -22,6 +22,8 @@ from synthmed.inspection import (
     metric_suffix,
 )
 from synthmed.inspection import reference as ref_mod
+
+from _toy_images import quadrant_set
 from synthmed.inspection.realism import equal_size_draw, realism
 from synthmed.inspection.reference import ReferenceClassifier
 
@@ -31,16 +33,7 @@ CLASSES = ("a", "b", "c", "d")
 
 def toy_set(n_per_class: int = 24, seed: int = 0, size: int = S) -> ImageSet:
     """Separable classes: class c is bright in quadrant c, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    imgs, labels = [], []
-    h = size // 2
-    for c in range(4):
-        x = torch.randint(0, 40, (n_per_class, 1, size, size), generator=g)
-        r, q = divmod(c, 2)
-        x[:, :, r * h:(r + 1) * h, q * h:(q + 1) * h] += 180
-        imgs.append(x.clamp(0, 255).to(torch.uint8))
-        labels.append(torch.full((n_per_class,), c))
-    return ImageSet(torch.cat(imgs), torch.cat(labels))
+    return quadrant_set(n_per_class, seed, size)
 
 
 @pytest.fixture(scope="module")

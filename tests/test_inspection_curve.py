@@ -17,22 +17,15 @@ from synthmed.data.base import ImageSet
 from synthmed.inspection import curve_sources, fidelity_diversity_curve
 from synthmed.inspection.figures import fidelity_diversity_figure
 
+import _toy_images as toy_images
+
 S = 16
 CLASSES = ("a", "b", "c", "d")
 
 
 def quadrant_set(n_per_class: int, seed: int, size: int = S) -> ImageSet:
     """Class c is bright in quadrant c, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    h = size // 2
-    images, labels = [], []
-    for c in range(4):
-        x = torch.randint(0, 40, (n_per_class, 1, size, size), generator=g)
-        r, q = divmod(c, 2)
-        x[:, :, r * h:(r + 1) * h, q * h:(q + 1) * h] += 180
-        images.append(x.clamp(0, 255).to(torch.uint8))
-        labels.append(torch.full((n_per_class,), c))
-    return ImageSet(torch.cat(images), torch.cat(labels))
+    return toy_images.quadrant_set(n_per_class, seed, size)
 
 
 class QuadrantReference:
