@@ -173,13 +173,13 @@ def inspect_generation(
         for name, v in zip(names, blurred["per_class"]):
             m[f"fidelity_real_blurred_{name}"] = v
 
-    mem_px = memorization(pixel_vectors(synth.images), synth.index, pixel_vectors(real.images), real.index)
+    real_px = pixel_vectors(real.images)  # (R, H*W): the sources, for the synthetic images and the floor
+    mem_px = memorization(pixel_vectors(synth.images), synth.index, real_px, real.index)
     mem_ft = memorization(f_synth, synth.index, f_real, real.index)
     m["memorization_near_copies_pixel"] = mem_px["near_copy_rate"]
     m["memorization_near_copies_feature"] = mem_ft["near_copy_rate"]
     # the floor: the same test for each real source against the other real sources (near-twins, slices
     # of one brain, make it far from 0 on this dataset); a generator copying no more than that adds none
-    real_px = pixel_vectors(real.images)
     m["memorization_near_copies_pixel_floor"] = memorization(real_px, real.index, real_px, real.index)["near_copy_rate"]
     m["memorization_near_copies_feature_floor"] = memorization(f_real, real.index, f_real, real.index)["near_copy_rate"]
     for c, name in enumerate(names):
