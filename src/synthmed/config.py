@@ -106,6 +106,12 @@ class Config:
     inspect: bool = _f(True, "with synthetic images: log cheap checks of them (realism, label fidelity, memorization)")
     log_model: bool = _f(True, "log the trained model to MLflow (needed to register it; sweeps turn it off)")
     quiet: bool = _f(False, "no progress bars")
+    # long work
+    checkpoint_every: float = _f(300.0, "seconds between checkpoints of generator fits and training runs (and one "
+                                 "whenever the process is stopped by SIGTERM/SIGINT/SIGHUP); rerunning the same command "
+                                 "resumes from the last one; 0 = no checkpoints (docs/reliability.md)", ge=0.0)
+    checkpoint_dir: str | None = _f(None, "where training runs keep their checkpoints (default: _checkpoints under the "
+                                    "generation cache folder); fits keep theirs in the fit cache")
 
     def __post_init__(self) -> None:
         if isinstance(self.register, str) and self.register.strip().lower() in ("", "none", "false"):

@@ -1,4 +1,4 @@
-"""What the generators that run torch networks here (``ddpm``, ``ldm``) share: the device and the precision.
+"""What the generators that run torch networks here (``ddpm``, ``ldm``) share: device, precision, a resumable step.
 
 ``device=auto`` follows the run's ``device`` (:meth:`NetworkGenerator.from_config`), a CUDA device
 that is not there is refused by name, and ``precision=auto`` means bf16 autocast on CUDA and fp32 on
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from synthmed.checkpoints import rng_state, set_rng_state
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator
 
@@ -72,3 +73,19 @@ class NetworkGenerator(Generator):
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - decay)
         return float(loss.detach())
+
+    @staticmethod
+    def _loop_state(gen: torch.Generator, loss_avg: float | None, **parts: Any) -> dict[str, Any]:
+        """A fit loop's resumable state: each part's ``state_dict()`` (networks, EMA, optimizer, LR schedule),
+        the batch-and-noise generator's state, torch's global RNG states and the running loss."""
+        return {"parts": {name: part.state_dict() for name, part in parts.items()}, "gen": gen.get_state(),
+                "rng": rng_state(), "loss_avg": loss_avg}
+
+    @staticmethod
+    def _restore_loop(state: dict[str, Any], gen: torch.Generator, **parts: Any) -> float | None:
+        """Load :meth:`_loop_state`'s ``state`` into ``parts`` and ``gen``; returns the running loss."""
+        for name, part in parts.items():
+            part.load_state_dict(state["parts"][name])
+        gen.set_state(state["gen"])
+        set_rng_state(state["rng"])
+        return state["loss_avg"]

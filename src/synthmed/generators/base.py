@@ -108,6 +108,13 @@ class Generator(ABC):
 
         Returns:
             Info for the run, e.g. ``{"steps": 400, "final_loss": 0.05}``.
+
+        A long fit can be made resumable by also taking a keyword argument ``checkpoint`` (a
+        :class:`synthmed.checkpoints.Checkpointer`): call ``state = checkpoint.load()`` first and, when
+        it is not ``None``, restore the loop from it; after every step call
+        ``checkpoint.step(lambda: {...whole loop state...}, steps_done)``, which writes a checkpoint when
+        one is due and ends the fit cleanly when the process was asked to stop (SIGTERM, Ctrl-C). A
+        ``fit`` without it still works; a killed fit then restarts from step 0.
         """
         raise NotImplementedError(f"generator {self.name!r} declares learns=True but has no fit()")
 

@@ -135,5 +135,6 @@ def fitted_generator(
         generator.fit_key = fit_key(generator, fit_fingerprint(real.images, real.labels))
     else:
         ensure_fitted(generator, real.images, real.labels, fit_cache_for(config), seed=config.seed,
-                      quiet=config.quiet, log_metrics=log_metrics, log_params=log_params)
+                      quiet=config.quiet, log_metrics=log_metrics, log_params=log_params,
+                      checkpoint_every=config.checkpoint_every)
     return generator

@@ -32,6 +32,8 @@ from typing import Any, Callable
 import torch
 from filelock import FileLock
 
+from synthmed import interrupts
+from synthmed.checkpoints import Checkpointer
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, source_hash
 from synthmed.generators.cache import GenerationCache
@@ -95,6 +97,10 @@ class FitCache:
             raise
         return path
 
+    def checkpoint(self, generator: str, key: str, every: float) -> Checkpointer:
+        """The fit's resumable checkpoint, next to where its fitted state will be: ``<key>.ckpt``."""
+        return Checkpointer(self.path(generator, key).with_suffix(".ckpt"), every, what=f"{generator} fit")
+
     def lock(self, generator: str, key: str) -> Any:
         """One inter-process lock per fit: two runs never fit the same thing twice at once, while fits
         of other samples (other simulations) and loads of finished fits never wait on it."""
@@ -138,6 +144,7 @@ def ensure_fitted(
     quiet: bool = False,
     log_metrics: Callable[..., None] = lambda metrics, step=None: None,
     log_params: Callable[[dict[str, Any]], None] = lambda params: None,
+    checkpoint_every: float = 0.0,
 ) -> FitInfo | None:
     """Fit ``generator`` on exactly ``images``/``labels`` — or load that fit from ``cache`` — and log it.
 
@@ -154,6 +161,8 @@ def ensure_fitted(
         log_metrics: ``log_metrics(metrics, step=...)`` of the MLflow run; gets ``generator_fit_loss``
             per step from the generator, then the summary metrics.
         log_params: ``log_params(params)`` of the MLflow run.
+        checkpoint_every: seconds between checkpoints of a fit whose ``fit()`` takes a ``checkpoint``
+            (0 = none); a killed fit's rerun continues from its last checkpoint (:mod:`synthmed.checkpoints`).
     """
     if not generator.learns:
         return None
@@ -172,7 +181,8 @@ def ensure_fitted(
             info = FitInfo(key, fingerprint, True, float(meta.get("seconds", 0.0)), int(meta.get("steps", 0)),
                            len(images), meta.get("final_loss"))
         else:
-            info = _fit(generator, images, labels, cache, key, fingerprint, seed, quiet, log_metrics)
+            info = _fit(generator, images, labels, cache, key, fingerprint, seed, quiet, log_metrics,
+                        cache.checkpoint(generator.name, key, checkpoint_every))
     generator.fit_key = key
     params = {**info.params(), "generator_open_set": bool(generator.open_set)}
     if generator.init_provenance:
@@ -229,8 +239,17 @@ def _step_logger(log_metrics: Callable[..., None]) -> Callable[[dict[str, float]
     return (lambda m, step: log_metrics(m, step=step)) if takes_step else (lambda m, step: log_metrics(m))
 
 
+def takes_checkpoint(generator: Generator) -> bool:
+    """Whether ``generator.fit`` takes a ``checkpoint`` (a resumable fit; the hook is optional for plugins)."""
+    try:
+        return "checkpoint" in inspect.signature(generator.fit).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _fit(generator: Generator, images: torch.Tensor, labels: torch.Tensor, cache: FitCache, key: str,
-         fingerprint: str, seed: int, quiet: bool, log_metrics: Callable[..., None]) -> FitInfo:
+         fingerprint: str, seed: int, quiet: bool, log_metrics: Callable[..., None],
+         checkpoint: Checkpointer) -> FitInfo:
     start = time.perf_counter()
     losses: list[float] = []
 
@@ -240,14 +259,23 @@ def _fit(generator: Generator, images: torch.Tensor, labels: torch.Tensor, cache
         step_log(metrics, step)
 
     step_log = _step_logger(log_metrics)
-    result = generator.fit(images, labels.long(), seed=int(seed), progress=not quiet, log=log) or {}
-    seconds = time.perf_counter() - start
+    if takes_checkpoint(generator):  # its loop checks for a stop at every step and checkpoints before raising it
+        with interrupts.deferred():
+            result = generator.fit(images, labels.long(), seed=int(seed), progress=not quiet, log=log,
+                                   checkpoint=checkpoint) or {}
+        if checkpoint.saves or checkpoint.resumed_step is not None:
+            log({"generator_checkpoint_seconds": checkpoint.seconds, "generator_checkpoint_saves": checkpoint.saves,
+                 "generator_fit_resumed_at": float(checkpoint.resumed_step or 0)}, int(result.get("steps", 0)))
+    else:
+        result = generator.fit(images, labels.long(), seed=int(seed), progress=not quiet, log=log) or {}
+    seconds = time.perf_counter() - start + checkpoint.elapsed_before  # a resumed fit: its earlier attempts too
     final = result.get("final_loss", losses[-1] if losses else None)
     info = FitInfo(key, fingerprint, False, seconds, int(result.get("steps", len(losses))), len(images),
                    None if final is None else float(final))
     meta = {**asdict(info), "generator": generator.name, "version": generator.version,
             "fit_params": generator.fit_params(), "created": time.time()}
     cache.store(generator.name, key, generator.state_dict(), meta)
+    checkpoint.clear()  # the fitted state is stored: the checkpoint has served
     return info
 
 

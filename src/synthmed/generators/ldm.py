@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,9 @@ from synthmed.errors import SynthmedError
 from synthmed.generators._networks import NetworkGenerator
 from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from synthmed.checkpoints import Checkpointer
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"ae_channels": (8, 16, 32, 64), "ae_steps": 600, "ae_batch": 16, "ae_lr": 1e-3,
@@ -171,7 +174,8 @@ class LdmGenerator(NetworkGenerator):
 
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, images: torch.Tensor, labels: torch.Tensor, *, seed: int, progress: bool,
-            log: Callable[[dict[str, float], int], None]) -> dict[str, Any]:
+            log: Callable[[dict[str, float], int], None], checkpoint: Checkpointer | None = None) -> dict[str, Any]:
+        """Resumable: with a ``checkpoint`` a killed fit continues in the phase and at the step it reached."""
         self.progress = progress
         device = self._device()
         n, _, h, w = images.shape
@@ -186,25 +190,37 @@ class LdmGenerator(NetworkGenerator):
         fit_rows = order[len(held):]
         start = time.perf_counter()
         torch.manual_seed(seed)  # the networks' initial weights
-        ae = self._fit_autoencoder(x_all[fit_rows], x_all[held], gen, device, log)
+        resumed = checkpoint.load() if checkpoint is not None else None
+        ae = self._fit_autoencoder(x_all[fit_rows], x_all[held], gen, device, log, checkpoint, resumed)
         ae_seconds = time.perf_counter() - start
         mu, sigma = self._encode_all(ae, x_all, device)  # (N, 4, h', w') each
         self._scale = float(1.0 / mu.std().clamp(min=1e-6))
         log({"generator_ae_seconds": ae_seconds, "generator_latent_scale": self._scale}, self.ae_steps)
         start = time.perf_counter()
-        unet, loss_avg = self._fit_unet(mu, sigma, labels.long(), gen, device, log)
+        unet, loss_avg = self._fit_unet(mu, sigma, labels.long(), gen, device, log, checkpoint, resumed, ae)
         log({"generator_unet_seconds": time.perf_counter() - start}, self.steps)
         self._ae, self._unet = ae.eval(), unet
         return {"steps": self.ae_steps + self.steps, "final_loss": loss_avg}
 
     def _fit_autoencoder(self, x: torch.Tensor, held: torch.Tensor, gen: torch.Generator, device: str,
-                         log: Callable[[dict[str, float], int], None]) -> Any:
-        """L1 + KL on ``x`` (N, 1, H, W) in [0, 1]; logs the loss and ``held``'s reconstruction error."""
+                         log: Callable[[dict[str, float], int], None], checkpoint: Checkpointer | None = None,
+                         resumed: dict[str, Any] | None = None) -> Any:
+        """L1 + KL on ``x`` (N, 1, H, W) in [0, 1]; logs the loss and ``held``'s reconstruction error.
+
+        ``resumed``: a checkpoint of this fit — of this phase (continue at its step) or of the next (the
+        autoencoder is done: load it and skip the loop)."""
         p = PRESETS[self.preset]
         ae = self._build_ae(x.shape[-1]).to(device).train()
         opt = torch.optim.Adam(ae.parameters(), lr=p["ae_lr"])
-        bar = tqdm(range(self.ae_steps), desc=f"fitting ldm autoencoder ({len(x)} images)", unit="step",
-                   disable=not self.progress)
+        first = 0
+        if resumed is not None and resumed["phase"] == "ae":
+            self._restore_loop(resumed, gen, ae=ae, opt=opt)
+            first = int(resumed["step"])
+        elif resumed is not None:  # the UNet phase: the autoencoder finished before that checkpoint
+            ae.load_state_dict(resumed["autoencoder"])
+            first = self.ae_steps
+        bar = tqdm(range(first, self.ae_steps), desc=f"fitting ldm autoencoder ({len(x)} images)", unit="step",
+                   disable=not self.progress, initial=first, total=self.ae_steps)
         for step in bar:
             idx = torch.randint(0, len(x), (min(p["ae_batch"], len(x)),), generator=gen)
             batch = x[idx].to(device)  # (B, 1, H, W)
@@ -223,6 +239,8 @@ class LdmGenerator(NetworkGenerator):
                 bar.set_postfix_str(f"L1 {float(l1.detach()):.4f}")
             if len(held) and (step % max(1, self.ae_steps // 5) == 0 or step == self.ae_steps - 1):
                 log({"generator_ae_heldout_l1": self._heldout_l1(ae, held, device)}, step)
+            if checkpoint is not None:
+                checkpoint.step(lambda: {**self._loop_state(gen, None, ae=ae, opt=opt), "phase": "ae"}, step + 1)
         return ae.eval()
 
     def _latent_side(self, side: int) -> tuple[int, int]:
@@ -249,8 +267,12 @@ class LdmGenerator(NetworkGenerator):
         return torch.cat(mus), torch.cat(sigmas)
 
     def _fit_unet(self, mu: torch.Tensor, sigma: torch.Tensor, y_all: torch.Tensor, gen: torch.Generator,
-                  device: str, log: Callable[[dict[str, float], int], None]) -> tuple[Any, float | None]:
-        """Epsilon-prediction DDPM training on scaled latents drawn from the encoder's posterior."""
+                  device: str, log: Callable[[dict[str, float], int], None], checkpoint: Checkpointer | None = None,
+                  resumed: dict[str, Any] | None = None, ae: Any = None) -> tuple[Any, float | None]:
+        """Epsilon-prediction DDPM training on scaled latents drawn from the encoder's posterior.
+
+        Its checkpoints carry the finished autoencoder ``ae`` too; ``resumed`` (a checkpoint of this phase)
+        continues at its step."""
         from monai.networks.schedulers import DDPMScheduler
 
         p = PRESETS[self.preset]
@@ -262,9 +284,13 @@ class LdmGenerator(NetworkGenerator):
         lr_at = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / self.steps))  # noqa: E731
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         n = len(mu)
-        loss_avg = None
-        bar = tqdm(range(self.steps), desc=f"fitting ldm latent UNet ({n} images)", unit="step",
-                   disable=not self.progress)
+        loss_avg, first = None, 0
+        if resumed is not None and resumed["phase"] == "unet":
+            loss_avg = self._restore_loop(resumed, gen, unet=unet, ema=ema, opt=opt, sched=sched)
+            first = int(resumed["step"]) - self.ae_steps
+        ae_state = ae.state_dict() if checkpoint is not None and ae is not None else None
+        bar = tqdm(range(first, self.steps), desc=f"fitting ldm latent UNet ({n} images)", unit="step",
+                   disable=not self.progress, initial=first, total=self.steps)
         for step in bar:
             idx = torch.randint(0, n, (min(p["batch"], n),), generator=gen)
             z0 = (mu[idx] + sigma[idx] * torch.randn(mu[idx].shape, generator=gen)) * self._scale  # (B, 4, h, w)
@@ -278,6 +304,9 @@ class LdmGenerator(NetworkGenerator):
             if step % LOG_EVERY == 0 or step == self.steps - 1:
                 log({"generator_fit_loss": value}, step)
                 bar.set_postfix_str(f"loss {loss_avg:.4f}")
+            if checkpoint is not None:
+                checkpoint.step(lambda: {**self._loop_state(gen, loss_avg, unet=unet, ema=ema, opt=opt, sched=sched),
+                                         "phase": "unet", "autoencoder": ae_state}, self.ae_steps + step + 1)
         return (ema if self.ema > 0 else unet.eval()), loss_avg
 
     def state_dict(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ TAG_CELL, TAG_SIMULATION = names.TAG_CELL, names.TAG_SIMULATION
 # Fields a sweep sets per child, or that do not change results (where data live, display), or that
 # enter the identity resolved (device and precision: `device_kind`, `precision` below).
 _NOT_IN_SPEC = ("model", "policy", "real_frac", "seed", "register", "gradcam", "log_model", "quiet",
-                "experiment", "device", "precision", "data_dir", "cache_dir")
+                "experiment", "device", "precision", "data_dir", "cache_dir", "checkpoint_every", "checkpoint_dir")
 
 
 #: policies that add nothing at real fraction 1.0 when ``synth_frac`` is unset (see SweepSpec.shared_cells)
