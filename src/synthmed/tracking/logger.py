@@ -220,8 +220,9 @@ def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tag
 
     saved_env = os.environ.pop("MLFLOW_RUN_ID", None) if parent_run_id is not None else None
     try:  # a child is a new run, even inside `mlflow run`: MLFLOW_RUN_ID is hidden until it ends
-        if resume_run_id is not None:
+        if resume_run_id is not None:  # reopened (status RUNNING again) by this process, which now owns it
             active, own_run = mlflow.start_run(run_id=resume_run_id, nested=mlflow.active_run() is not None), True
+            mlflow.set_tags(ghosts.owner_tags())
         else:
             active, own_run = _start(config, parent_run_id, run_name)
         try:
@@ -231,6 +232,8 @@ def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tag
             yield logger
         except BaseException as exc:
             mlflow.set_tag(names.TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
+            if isinstance(exc, KeyboardInterrupt):  # a signal (synthmed.interrupts.Stopped says which) or Ctrl-C
+                mlflow.set_tag(names.TAG_FAILURE_REASON, getattr(exc, "reason", "interrupted (KeyboardInterrupt)"))
             mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
             if own_run:
                 mlflow.end_run(status="KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

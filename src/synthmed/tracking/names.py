@@ -30,6 +30,8 @@ TAG_FAILURE_REASON = "synthmed.failure_reason"  # why a run was marked KILLED by
 # --- how a run was trained ------------------------------------------------------------------------------
 TAG_STACKED = "synthmed.batched"  # "k" on runs trained k at once (their models stacked)
 TAG_STACK_FALLBACK = "synthmed.batched_fallback"  # why a run that was to be stacked trained alone
+TAG_RESUMED = "synthmed.resumed_at_step"  # a run reopened by a rerun: the optimizer step its checkpoint held
+TAG_RESUMED_FROM = "synthmed.resumed_from"  # a run that continued another run's checkpoint (under `mlflow run`)
 
 # --- tags of sweeps -----------------------------------------------------------------------------------
 TAG_SWEEP = "synthmed.sweep"  # "1" on a sweep's parent run

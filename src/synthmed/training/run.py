@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -27,9 +28,10 @@ from synthmed.plugins import default_plugin_manager, registry
 from synthmed.policies.base import PolicyContext
 from synthmed.runtime import (  # where and how it computes (re-exported here)
     autocast_dtype, precision_name, release_freed_memory, resolve_device, tune_memory)
-from synthmed.tracking.names import HELDOUT_LOSS, KERAS_VAL_LOSS, PRIOR_CE, REST_LOSS
+from synthmed.tracking.names import HELDOUT_LOSS, KERAS_VAL_LOSS, PRIOR_CE, REST_LOSS, TAG_RESUMED, TAG_RESUMED_FROM
 from synthmed.training import loop
 from synthmed.training.loop import step_budget
+from synthmed.training.resume import copy_epoch_metrics, find_resumable
 
 if TYPE_CHECKING:
     import pluggy
@@ -95,13 +97,28 @@ def train(
         The run id, final metrics, model URI and registered version.
     """
     job = setup(config, splits=splits, pm=pm, **overrides)
+    resume = find_resumable(job.config, parent_run_id, run_name)  # a killed run of this same command, if any
+    launched = parent_run_id is None and bool(os.environ.get("MLFLOW_RUN_ID"))  # `mlflow run` gave the run
     try:
-        with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name) as logger:
+        with tracking.run(job.config, job.splits, parent_run_id=parent_run_id, tags=tags, run_name=run_name,
+                          resume_run_id=None if launched else resume.run_id) as logger:
+            checkpoint = resume.checkpointer(job.config, logger.run_id)
             prepared = prepare(job, logger)
+            # a stop signal ends training after its current step, with a checkpoint of that step
             info = loop.fit(prepared.model, job.policy, prepared.train_set, prepared.val, job.config, job.device,
                             logger.log_metrics, max_steps=prepared.max_steps, forward=prepared.forward,
-                            watch=prepared.watch)
-            return finish(job, prepared, info, logger)
+                            watch=prepared.watch, checkpoint=checkpoint)
+            if checkpoint.resumed_step is not None:
+                logger.set_tags({TAG_RESUMED: str(checkpoint.resumed_step)})
+                if resume.run_id is not None and resume.run_id != logger.run_id:  # continued another run's state
+                    logger.set_tags({TAG_RESUMED_FROM: resume.run_id})
+                    copy_epoch_metrics(resume.run_id, logger.run_id, ["train_loss", "val_loss", *(prepared.watch or {})],
+                                       last_step=int(checkpoint.resumed_epoch or 0) - 1)
+            if checkpoint.saves:
+                logger.log_metrics({"checkpoint_seconds": checkpoint.seconds, "checkpoint_saves": checkpoint.saves})
+            result = finish(job, prepared, info, logger)
+            checkpoint.clear()  # finished: nothing left to resume
+            return result
     finally:
         release_freed_memory()  # the next run of a sweep starts from this run's working set, not its leftovers
 
