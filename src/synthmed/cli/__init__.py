@@ -15,15 +15,24 @@ from typing import Any
 
 import click
 
+from synthmed import interrupts
 from synthmed.errors import SynthmedError
 
 
 class _Group(click.Group):
-    """Turns user mistakes (SynthmedError, MLflow 'not found' errors) into clean CLI errors."""
+    """Turns user mistakes (SynthmedError, MLflow 'not found' errors) into clean CLI errors, and a stop
+    signal (SIGTERM, SIGINT, SIGHUP) into a clean end: exit ``128 + signal`` after one line (:mod:`synthmed.interrupts`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with interrupts.handling():
+                return super().invoke(ctx)
+        except interrupts.Stopped as exc:
+            kept = interrupts.kept()
+            click.echo(f"synthmed: {exc}; its MLflow runs are marked KILLED; kept: "
+                       f"{'; '.join(kept) if kept else 'every finished cache entry, fit and run'}. "
+                       "Rerun the same command to resume.", err=True)
+            sys.exit(exc.exit_code)
         except SynthmedError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,7 +23,7 @@ import mlflow
 import torch
 from tqdm.auto import tqdm
 
-from synthmed import training
+from synthmed import interrupts, training
 from synthmed.errors import SynthmedError
 from synthmed.runtime import tune_memory
 from synthmed.sweep.spec import TAG_CELL, TAG_ID, TAG_SIMULATION, Task
@@ -114,6 +115,8 @@ def tracking_uri() -> str:
 
 def _init_worker(payload: bytes, uri: str, threads: int) -> None:
     global _SPLITS
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the parent, which forwards a SIGTERM
+    interrupts.install((signal.SIGTERM, signal.SIGHUP))  # a stop ends the task's run as KILLED, with its checkpoint
     tune_memory()  # this process's own malloc, before it unpacks the dataset
     torch.set_num_threads(threads)
     mlflow.set_tracking_uri(uri)
@@ -123,6 +126,7 @@ def _init_worker(payload: bytes, uri: str, threads: int) -> None:
 def _worker_task(task: Task, parent_run_id: str) -> Outcome:
     if _SPLITS is None:
         raise RuntimeError("sweep worker process started without its dataset (_init_worker did not run)")
+    interrupts.raise_if_pending()  # a worker told to stop starts no further task
     return run_task(task, parent_run_id, _SPLITS)
 
 
@@ -135,6 +139,12 @@ def _processes(tasks: list[Task], parent_run_id: str, splits: Splits, workers: i
         futures = [pool.submit(_worker_task, task, parent_run_id) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
+    except BaseException:
+        if interrupts.pending() is not None:  # this process was told to stop: so are its workers, once each
+            for process in list(getattr(pool, "_processes", {}).values()):
+                if process.is_alive():
+                    os.kill(process.pid, signal.SIGTERM)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -145,6 +145,8 @@ def sweep(
                         if fail_fast:
                             raise SweepError(outcome)
     except BaseException as exc:  # the parent shows how the call ended; resuming reopens it
+        if isinstance(exc, KeyboardInterrupt):  # a stop signal (interrupts.Stopped says which) or Ctrl-C
+            client.set_tag(parent_id, names.TAG_FAILURE_REASON, getattr(exc, "reason", "interrupted (KeyboardInterrupt)"))
         client.set_terminated(parent_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     published = report.publish(parent_id, client=client)
