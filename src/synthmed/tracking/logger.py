@@ -231,6 +231,12 @@ def run(config: Config, splits: Splits, *, parent_run_id: str | None = None, tag
                 _log_run_header(active, config, splits, tags, logger)
             yield logger
         except BaseException as exc:
+            gone = None if isinstance(exc, (KeyboardInterrupt, SynthmedError)) else server_gone()
+            if gone:  # nothing more can be logged: say so instead of retrying into a dead server
+                raise SynthmedError(
+                    f"{gone} — it stopped answering during run {active.info.run_id}; runs that finished before "
+                    "are unchanged, and this one keeps its last checkpoint: start the server again and rerun the "
+                    "same command to continue it") from exc
             mlflow.set_tag(names.TAG_ERROR, f"{type(exc).__name__}: {exc}"[:5000])
             if isinstance(exc, KeyboardInterrupt):  # a signal (synthmed.interrupts.Stopped says which) or Ctrl-C
                 mlflow.set_tag(names.TAG_FAILURE_REASON, getattr(exc, "reason", "interrupted (KeyboardInterrupt)"))
@@ -319,6 +325,7 @@ def prepare_store(config: Config) -> None:
     import mlflow
 
     _probe(mlflow.get_tracking_uri())
+    bound_retries(mlflow.get_tracking_uri())
     client = mlflow.MlflowClient()
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if launcher:
@@ -333,7 +340,32 @@ def prepare_store(config: Config) -> None:
     ghosts.reap(client, experiment_id, keep=keep)
 
 
-def _probe(uri: str) -> None:
+#: MLflow's HTTP retry settings for a server that goes away mid-run, unless the user set their own:
+#: 3 retries 1, 2 and 4 s apart, 20 s per request — a dead server ends the run within about a minute
+#: (MLflow's defaults, 7 retries with backoff factor 2 and 120 s timeouts, wait for many minutes).
+BOUNDED_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def bound_retries(uri: str) -> None:
+    """For an http(s) tracking URI, bound MLflow's retries (:data:`BOUNDED_RETRIES`) where the user has not."""
+    if uri.startswith(("http://", "https://")):
+        for key, value in BOUNDED_RETRIES.items():
+            os.environ.setdefault(key, value)
+
+
+def server_gone() -> str | None:
+    """When the tracking URI is an http(s) server that does not answer now, why (for an error); else None."""
+    import mlflow
+
+    try:
+        _probe(mlflow.get_tracking_uri(), timeout=2.0)
+    except SynthmedError as exc:
+        return str(exc).split(" — ")[0]
+    return None
+
+
+def _probe(uri: str, timeout: float | None = None) -> None:
     """Fail fast, with the URI (credentials hidden) and what to do, when an http(s) server is silent."""
     import socket
     import urllib.error
@@ -345,7 +377,7 @@ def _probe(uri: str) -> None:
         return
     shown = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
     try:
-        timeout = float(os.environ.get(PROBE_TIMEOUT_ENV) or PROBE_TIMEOUT_S)
+        timeout = timeout or float(os.environ.get(PROBE_TIMEOUT_ENV) or PROBE_TIMEOUT_S)
     except ValueError:
         raise SynthmedError(f"{PROBE_TIMEOUT_ENV}={os.environ[PROBE_TIMEOUT_ENV]!r} is not a number of seconds") from None
     try:

@@ -265,6 +265,8 @@ def fit_stack(models: Stack, policy: AugmentationPolicy, members: Sequence[Membe
                     checkpoint.step(lambda: loop_state(batch=start + config.batch_size), steps)
             train_loss = (total / max(seen, 1)).tolist()  # the one sync of the epoch
             models.sync()
+            if checkpoint is not None:  # the epoch's steps are done: a failure logging its end loses none of them
+                ended = loop_state(batch=len(perms[0]))
             for i, (member, model) in enumerate(zip(members, models.models)):
                 if member.stopped:  # frozen where it stopped: its later steps are never reported or kept
                     continue
@@ -273,7 +275,12 @@ def fit_stack(models: Stack, policy: AugmentationPolicy, members: Sequence[Membe
                 held = {"val_loss": member.val_set} if member.val_set is not None and len(member.val_set) else {}
                 for name, images in {**held, **member.watch}.items():  # only val_loss chooses; watched sets are readings
                     metrics[name] = F.cross_entropy(predict_logits(model, images.images, device=device), images.labels).item()
-                member.end_epoch(model, epoch, metrics)
+                try:
+                    member.end_epoch(model, epoch, metrics)
+                except Exception:
+                    if checkpoint is not None and checkpoint.enabled:  # e.g. the tracking server went away
+                        checkpoint.save({**ended, "step": steps})
+                    raise
             if k == 1:
                 bar.set_postfix({name: f"{value:.4f}" for name, value in metrics.items()})
     seconds = time.perf_counter() - started  # each epoch ended in a sync (its train loss), so this is real
