@@ -272,8 +272,25 @@ def test_killed_the_instant_a_run_is_created_is_still_reaped(store, tmp_path, ti
     assert not [r for r, (s, _) in runs.items() if s == "RUNNING"], "no ghost left RUNNING"
 
 
-def test_learned_generator_killed_mid_fit():
-    from synthmed.generators.base import Generator
-
-    if not hasattr(Generator, "learns"):
-        pytest.skip("no learned generators yet (Generator.learns, ddpm/pca are not merged): mid-fit case left out")
+@pytest.mark.slow
+def test_learned_generator_sigkilled_mid_fit_resumes_from_its_last_periodic_checkpoint(store, tmp_path, tiny_folder):
+    """SIGKILL (no cleanup at all) while an `ldm` fit writes a checkpoint every 0.2 s: the rerun removes the dead
+    writer's temp file, continues the fit from the last whole checkpoint and finishes it."""
+    cache = Path(os.environ["SYNTHMED_CACHE_DIR"])
+    args = ["generate", "--dataset", "imagefolder", "--data-dir", str(tiny_folder), "--image-size", "16",
+            "--real-frac", "0.5", "--generator", "ldm", "--generator-options", "ae_steps=400,steps=10,sample_steps=2",
+            "--checkpoint-every", "0.2", "--yes"]
+    proc = start(args, child_env(SYNTHMED_CACHE_DIR=str(cache)), tmp_path)
+    try:
+        wait_for(lambda: bool(list(cache.rglob("*.ckpt"))), 300, proc, "a periodic checkpoint")
+    finally:
+        kill(proc)
+    (ckpt,) = cache.rglob("*.ckpt")
+    reached = torch.load(ckpt, weights_only=False)["step"]
+    assert 1 <= reached < 400
+    again = subprocess.run(cli_argv(*args), env=child_env(SYNTHMED_CACHE_DIR=str(cache)), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    resumed_at = [int(x) for x in __import__("re").findall(r" (\d+)/400 ", again.stderr)]
+    assert resumed_at and min(resumed_at) >= reached  # not from step 0: from the last checkpoint (or later)
+    assert not ckpt.exists() and not [p for p in cache.rglob("*") if p.name.endswith((".part", ".tmp"))]
