@@ -103,8 +103,9 @@ def test_end_to_end_real_data_cnn(mlflow_uri, real_data_dir):
     model = mlflow.pytorch.load_model(f"models:/{name}/1")
     x = torch.rand(3, 1, 128, 128)
     assert model(x).shape == (3, 4)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@newest")
-    assert np.asarray(pyfunc.predict(x.numpy())).shape == (3, 4)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@newest")  # images in, named probabilities out
+    table = pyfunc.predict({"image": list(x.numpy())})
+    assert table.shape == (3, 5) and list(table.columns)[-1] == "predicted"
 
 
 def test_the_logged_config_rebuilds_the_run(mlflow_uri, tiny_splits):

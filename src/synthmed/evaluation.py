@@ -45,14 +45,23 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int | 
     batch_size = batch_size or (64 if device.startswith("cpu") else 256)
 
     was_training = model.training
-    model.eval()
+    _set_training(model, False)
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             x = to_input(images[start : start + batch_size].to(device))  # (B, 1, H, W) float
             out.append(model(x).float().cpu())
-    model.train(was_training)
+    _set_training(model, was_training)
     return torch.cat(out) if out else torch.empty(0)
+
+
+def _set_training(model: nn.Module, mode: bool) -> None:
+    """``model.train(mode)``; a graph loaded from MLflow's pt2 format refuses it and is already what it was
+    exported as (eval mode: the logged model is exported from ``model.eval()``)."""
+    try:
+        model.train(mode)
+    except NotImplementedError:
+        pass
 
 
 def evaluate(logits: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...]) -> Evaluation:

@@ -2,7 +2,7 @@
 
 Each command family lives in its own module beside this one — ``train`` and ``plugins``
 (:mod:`.train`), ``generate`` and ``cache`` (:mod:`.generate`), ``sweep`` and ``report``
-(:mod:`.sweep`), ``gradcam`` (:mod:`.gradcam`), ``inspect-generator`` (:mod:`.inspect`) — with options generated from
+(:mod:`.sweep`), ``gradcam`` (:mod:`.gradcam`), ``inspect-generator`` (:mod:`.inspect`), ``predict`` (:mod:`.predict`) — with options generated from
 :class:`synthmed.config.Config` (:mod:`.options`), so the CLI, the MLproject parameters and the
 Python API cannot drift apart. Commands raise :class:`~synthmed.errors.SynthmedError`; only the
 group below turns it into a ``click.ClickException``.
@@ -58,11 +58,12 @@ def _add_commands() -> None:
     from synthmed.cli.generate import cache, generate
     from synthmed.cli.gradcam import gradcam_command
     from synthmed.cli.inspect import audit_split_command, inspect_generator_command
+    from synthmed.cli.predict import predict_command
     from synthmed.cli.sweep import report_command, sweep_command
     from synthmed.cli.train import plugins, train
 
     for command in (train, plugins, generate, cache, inspect_generator_command, audit_split_command, sweep_command, report_command,
-                    gradcam_command):
+                    gradcam_command, predict_command):
         main.add_command(command)
 
 

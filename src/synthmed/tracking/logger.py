@@ -18,7 +18,6 @@ from synthmed.tracking import ghosts, names
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
     from synthmed.data.base import ImageSet, Splits
     from synthmed.evaluation import Evaluation
@@ -164,32 +163,6 @@ class RunLogger:
         header = "true\\pred," + ",".join(classes)
         body = [f"{c}," + ",".join(str(int(v)) for v in result.confusion[i]) for i, c in enumerate(classes)]
         mlflow.log_text("\n".join([header, *body]) + "\n", "confusion_matrix.csv")
-
-    def log_model(self, model: nn.Module, splits: Splits, config: Config) -> tuple[str, str | None]:
-        """Log the model (pt2, batch-dynamic input example of 2 test images) and register it."""
-        import copy
-
-        import mlflow
-        import torch
-
-        from synthmed.evaluation import to_input
-
-        cpu_model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
-        example = to_input(splits.test.images[:2]).numpy()  # (2, 1, H, W) float32
-        name = config.registered_model_name
-        # explicit requirements: inferring them costs a subprocess and seconds per run
-        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
-        info = mlflow.pytorch.log_model(cpu_model, name=MODEL_ARTIFACT, input_example=example,
-                                        registered_model_name=name, pip_requirements=requirements)
-        version = None
-        if name:
-            version = str(info.registered_model_version)
-            client = mlflow.MlflowClient()
-            for key, value in {"policy": config.policy, "model": config.model, "real_frac": config.real_frac,
-                               "dataset": config.dataset, "run_id": self.run_id}.items():
-                client.set_model_version_tag(name, version, key, str(value))
-            client.set_registered_model_alias(name, REGISTRY_ALIAS, version)
-        return info.model_uri, version
 
 
 def metrics_logger(run_id: str) -> Callable[..., None]:

@@ -28,6 +28,7 @@ from synthmed.plugins import default_plugin_manager, registry
 from synthmed.policies.base import PolicyContext
 from synthmed.runtime import (  # where and how it computes (re-exported here)
     autocast_dtype, precision_name, release_freed_memory, resolve_device, tune_memory)
+from synthmed.serving.registry import log_run_model
 from synthmed.tracking.names import HELDOUT_LOSS, KERAS_VAL_LOSS, PRIOR_CE, REST_LOSS, TAG_RESUMED, TAG_RESUMED_FROM
 from synthmed.training import loop
 from synthmed.training.loop import step_budget
@@ -265,5 +266,5 @@ def finish(job: Job, prepared: Prepared, info: dict[str, Any], logger: Any) -> T
     if config.gradcam:
         metrics.update(log_run_gradcam(model=model, factory=job.factory, splits=splits, real=prepared.real,
                                        config=config, device=device, sink=logger, generator=prepared.generator))
-    model_uri, version = logger.log_model(model, splits, config) if config.log_model else (None, None)
+    model_uri, version = log_run_model(logger.run_id, model, splits, config) if config.log_model else (None, None)
     return TrainResult(logger.run_id, metrics, model_uri, version)
