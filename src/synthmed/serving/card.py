@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from synthmed.serving.model import label_fingerprint
 from synthmed.tracking.names import LOOKUP_ACCURACY, LOOKUP_CE, PRIOR_CE, TAG_FINGERPRINT, TAG_GIT_COMMIT, TAG_VERSION
 
 __all__ = ["INTENDED_USE", "model_card"]
@@ -17,7 +18,7 @@ INTENDED_USE = (
     "**Research model — not for clinical use.** It was trained to study whether synthetic images can stand in "
     "for real scans, on a public dataset of 2-D MRI slices. That dataset's own train/test split shares near-twin "
     "slices of the same brains (docs/splits.md): on `split=given` a 1-nearest-neighbour pixel lookup scores about "
-    "as well as this model, so its test metrics overstate how it does on new patients. Read them beside the lookup "
+    "as well as or better than the models trained here, so its test metrics overstate how it would do on new patients. Read them beside the lookup "
     "and the class prior below; prefer models trained with `split=grouped`."
 )
 
@@ -39,13 +40,15 @@ def model_card(*, model_name: str | None, version: str | None, run_id: str, para
     synthetic = p("policy") == "synthetic"
     lines = [f"# Model card: {title}", "", INTENDED_USE, "",
              "## Data", "", "| | |", "|---|---|",
-             _row("dataset", f"{p('dataset')} (revision {p('revision', 'latest')}; label fingerprint "
-                             f"`{tags.get(TAG_FINGERPRINT, '—')}`)"),
+             _row("dataset", f"{p('dataset')} (revision "
+                             f"{'not pinned' if p('revision') in ('None', '', '—') else p('revision')}; data "
+                             f"fingerprint `{tags.get(TAG_FINGERPRINT, '—')}`)"),
              _row("split", f"{p('split')} — " + ("pseudo-subjects: no test image has a near-twin in training"
                                                   if p("split") == "grouped" else "the dataset's own (leaks near-twins)")),
              _row("real fraction", f"{p('real_frac')} of the training split (stratified), validation carve "
                                    f"{p('val_frac')}"),
-             _row("classes", ", ".join(f"`{c}`" for c in classes)),
+             _row("classes", ", ".join(f"`{c}`" for c in classes) + f" (label-set fingerprint "
+                             f"`{label_fingerprint(classes)}`)"),
              _row("input", f"grayscale {image_size} x {image_size}; see the model's `preprocessing` metadata"), "",
              "## Training", "", "| | |", "|---|---|",
              _row("model", p("model") + (" (pretrained)" if p("pretrained") == "True" else "")),
