@@ -1,4 +1,5 @@
-"""Model factories: a contract every registered model passes, then the built-ins' specifics."""
+"""Model factories: a contract every registered model passes (synthmed.testing's ``check_model_factory``),
+then the built-ins' specifics."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from torch import nn
 from synthmed.config import Config
 from synthmed.errors import SynthmedError
 from synthmed.plugins import get_plugin_manager, registry
+from synthmed.testing import MODEL_RULES, ContractCase
 
 MODEL_NAMES = registry("models", get_plugin_manager()).names()  # installed third-party ones too
-SIZES = (32, 64)  # multiples of the ViT's 16-pixel patch
 B, C = 4, 4
 
 
@@ -24,44 +25,11 @@ def make(pm, name: str, size: int, **config) -> tuple[object, nn.Module]:
     return factory, factory.create(C, size, Config(model=name, image_size=size, **config))
 
 
-# --- contract ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("size", SIZES)
+# --- contract: synthmed.testing's checks, for every registered model ---------------------------
+@pytest.mark.parametrize("rule", MODEL_RULES)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_model_gives_finite_logits_and_gradients(pm, name, size):
-    _, model = make(pm, name, size)
-    x = torch.rand(B, 1, size, size)  # (B, 1, H, W) in [0, 1]
-    logits = model(x)
-    assert logits.shape == (B, C)
-    assert torch.isfinite(logits).all()
-    nn.functional.cross_entropy(logits, torch.arange(B) % C).backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
-
-
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_model_runs_channels_last_under_bf16_autocast(pm, name):
-    _, model = make(pm, name, 32)
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.rand(B, 1, 32, 32).to(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(x)
-    assert logits.shape == (B, C) and torch.isfinite(logits.float()).all()
-
-
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_gradcam_target_layers_are_inside_the_model_and_give_maps(pm, name):
-    factory, model = make(pm, name, 64)
-    layers = factory.gradcam_target_layers(model)
-    inside = {id(m) for m in model.modules()}
-    assert layers and all(id(layer) in inside for layer in layers)
-
-    seen: list[torch.Tensor] = []
-    handle = layers[-1].register_forward_hook(lambda m, i, out: seen.append(out))
-    model(torch.rand(B, 1, 64, 64))
-    handle.remove()
-    transform = factory.gradcam_reshape_transform(model)
-    activation = seen[0] if transform is None else transform(seen[0])
-    assert activation.ndim == 4 and activation.shape[0] == B  # (B, C, h, w)
+def test_model_contract(pm, name, rule):
+    ContractCase(registry("models", pm).get(name), rule)()
 
 
 def test_builtin_models_are_registered(pm):

@@ -1,4 +1,5 @@
-"""Augmentation policies: a contract every registered policy passes, then the classic ones."""
+"""Augmentation policies: a contract every registered policy passes (synthmed.testing's ``check_policy``),
+then the classic ones."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from synthmed.config import Config
 from synthmed.plugins import get_plugin_manager, registry
+from synthmed.testing import POLICY_RULES, ContractCase, check_policy
 
 POLICY_NAMES = registry("policies", get_plugin_manager()).names()  # installed third-party ones too
 CLASSIC = ("none", "basic", "autoaugment", "randaugment", "trivialaugment")
@@ -31,31 +33,11 @@ def rng(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-# --- contract ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("size", [32, 64])
+# --- contract: synthmed.testing's checks, for every registered policy --------------------------
+@pytest.mark.parametrize("rule", POLICY_RULES)
 @pytest.mark.parametrize("name", POLICY_NAMES)
-def test_policy_keeps_shape_and_dtype(pm, name, size):
-    images = brains(4, size)
-    out = policy(pm, name).augment(images, rng(0))
-    assert out.shape == images.shape and out.dtype == torch.uint8
-
-
-@pytest.mark.parametrize("name", POLICY_NAMES)
-def test_policy_depends_only_on_the_rng(pm, name):
-    images = brains()
-    p = policy(pm, name)
-    global_state = torch.get_rng_state()
-    first, again = p.augment(images, rng(1)), p.augment(images, rng(1))
-    assert torch.equal(first, again)
-    assert torch.equal(torch.get_rng_state(), global_state), "augment must not touch the global RNG"
-    if not torch.equal(first, images):  # a random policy: another seed, other images
-        assert not torch.equal(first, p.augment(images, rng(2)))
-
-
-@pytest.mark.parametrize("name", POLICY_NAMES)
-def test_policy_takes_an_empty_batch(pm, name):
-    empty = torch.zeros(0, 1, 32, 32, dtype=torch.uint8)
-    assert policy(pm, name).augment(empty, rng(0)).shape == empty.shape
+def test_policy_contract(pm, name, rule):
+    ContractCase(registry("policies", pm).get(name), rule)()
 
 
 def test_classic_policies_are_registered(pm):
@@ -68,11 +50,11 @@ def test_random_policies_change_images(pm, name):
     assert not torch.equal(policy(pm, name).augment(images, rng(0)), images)
 
 
-@pytest.mark.parametrize("name", ["basic", "autoaugment", "randaugment", "trivialaugment"])
+@pytest.mark.parametrize("name", [n for n in CLASSIC if n != "none"])
 def test_each_image_gets_its_own_draw(pm, name):
-    images = brains(1).expand(8, -1, -1, -1).contiguous()  # eight copies of one scan
-    out = policy(pm, name).augment(images, rng(0))
-    assert len({bytes(o.flatten().tolist()) for o in out}) > 1
+    """The contract's per-image-draws rule is checked on the random classic policies, not skipped as not applying."""
+    report = check_policy(registry("policies", pm).get(name), rules=["per-image-draws"])
+    assert report.checked == ("per-image-draws",)
 
 
 # --- none and basic ----------------------------------------------------------------------------
