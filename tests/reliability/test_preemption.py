@@ -76,8 +76,8 @@ def test_sigterm_mid_training_marks_the_run_killed_and_the_rerun_continues_it_to
     """`kill -TERM` mid-run: exit 143 after one line; the run is KILLED with the signal as its reason and a
     checkpoint of the step it reached is kept. The same command again reopens that run (same run id), logs
     each epoch once, and ends with the test metrics of a run never stopped (CPU, fp32)."""
-    data = write_folder(tmp_path / "data", {"a": 24, "b": 24})
-    args = ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--epochs", "40", *TRAIN]
+    data = write_folder(tmp_path / "data", {"a": 16, "b": 16})
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--epochs", "16", *TRAIN]
     proc = start(args, tmp_path, **env)
     wait_for(_epochs_logged(store, 3), 180, proc, "three epochs logged")
     proc.send_signal(signal.SIGTERM)  # the process only, as a scheduler does
@@ -97,7 +97,7 @@ def test_sigterm_mid_training_marks_the_run_killed_and_the_rerun_continues_it_to
     assert same == run_id and status == "FINISHED" and int(tags["synthmed.resumed_at_step"]) > 0
     assert not ckpt.exists() and not half_written(tmp_path / "cache")
     history = metrics(store, run_id)
-    assert [s for s, _ in history["train_loss"]] == list(range(40)) and logged_before >= 3  # each epoch once
+    assert [s for s, _ in history["train_loss"]] == list(range(16)) and logged_before >= 3  # each epoch once
 
     whole_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'whole.db'}",
                  "SYNTHMED_CACHE_DIR": str(tmp_path / "whole-cache")}
@@ -145,13 +145,13 @@ def test_sigterm_mid_fit_keeps_a_checkpoint_and_the_rerun_continues_the_fit(stor
     cache; `inspect-generator`'s MLflow run is marked KILLED with the signal."""
     data = write_folder(tmp_path / "data", {"a": 12, "b": 12})
     args = [command, "--dataset", "imagefolder", "--data-dir", str(data), "--image-size", "16", "--real-frac",
-            "0.5", "--generator", "ldm", "--generator-options", "ae_steps=600,steps=10,sample_steps=2",
+            "0.5", "--generator", "ldm", "--generator-options", "ae_steps=300,steps=10,sample_steps=2",
             *(["--yes"] if command == "generate" else [])]
     cache = tmp_path / "cache"
     proc = start(args, tmp_path, **env)
     wait_for(lambda: bool(list(cache.glob("_fits/ldm/.*.lock"))), 300, proc, "the fit under way")
     try:
-        proc.wait(3)  # some autoencoder steps
+        proc.wait(2)  # some autoencoder steps
     except subprocess.TimeoutExpired:
         pass
     proc.send_signal(signal.SIGTERM)
@@ -165,11 +165,11 @@ def test_sigterm_mid_fit_keeps_a_checkpoint_and_the_rerun_continues_the_fit(stor
     import torch
 
     reached = torch.load(ckpt, weights_only=False)["step"]
-    assert 1 <= reached < 600
+    assert 1 <= reached < 300
     again = subprocess.run(cli_argv(*args), env=child_env(**env), cwd=tmp_path, capture_output=True, text=True,
                            timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert f"{reached}/600" in again.stderr + again.stdout  # the bar starts where the checkpoint left it
+    assert f"{reached}/300" in again.stderr + again.stdout  # the bar starts where the checkpoint left it
     assert not ckpt.exists() and list(cache.glob("_fits/ldm/*.pt")) and not half_written(cache)
 
 
@@ -201,9 +201,9 @@ def test_under_mlflow_run_the_next_launch_continues_the_checkpoint_in_its_own_ru
 # --- a sweep with worker processes -----------------------------------------------------------------------
 def test_sigterm_to_a_sweep_reaches_its_workers_and_the_rerun_loses_and_repeats_nothing(store, tmp_path, env):
     data = write_folder(tmp_path / "data", {"a": 16, "b": 16})
-    args = ["sweep", "--dataset", "imagefolder", "--data-dir", str(data), "--image-size", "16", "--epochs", "60",
-            "--batch-size", "4", "--models", "cnn", "--policies", "none", "--real-fracs", "0.5,1.0",
-            "--simulations", "2", "--workers", "2", "--quiet"]
+    args = ["sweep", "--dataset", "imagefolder", "--data-dir", str(data), "--image-size", "16", "--epochs", "30",
+            "--batch-size", "4", "--models", "cnn", "--policies", "none", "--real-fracs", "1.0",
+            "--simulations", "2", "--workers", "2", "--gradcam", "false", "--quiet"]
     proc = start(args, tmp_path, **env)
     wait_for(_epochs_logged(store, 2), 300, proc, "children training")
     proc.send_signal(signal.SIGTERM)  # the parent only: it forwards the stop to its workers
@@ -221,7 +221,7 @@ def test_sigterm_to_a_sweep_reaches_its_workers_and_the_rerun_loses_and_repeats_
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     children = [(s, t) for _, s, t in runs_in(store) if "synthmed.simulation" in t]
     finished = Counter((t["synthmed.cell"], t["synthmed.simulation"]) for s, t in children if s == "FINISHED")
-    assert len(finished) == 4 and set(finished.values()) == {1}, finished
+    assert len(finished) == 2 and set(finished.values()) == {1}, finished
     assert not [s for s, _ in children if s == "RUNNING"]
     assert not half_written(tmp_path / "cache")
 
@@ -237,14 +237,14 @@ def test_chaos_sweep_killed_at_random_moments_finishes_as_if_never_killed(store,
     data = write_folder(tmp_path / "data", {"a": 12, "b": 12})
     args = ["sweep", "--dataset", "imagefolder", "--data-dir", str(data), "--image-size", "16", "--epochs", "6",
             "--batch-size", "4", "--models", "cnn", "--policies", "none,synthetic", "--real-fracs", "0.5",
-            "--simulations", "2", "--generator", "ldm", "--generator-options", "ae_steps=60,steps=60,sample_steps=2",
+            "--simulations", "2", "--generator", "ldm", "--generator-options", "ae_steps=40,steps=40,sample_steps=2",
             "--checkpoint-every", "0.5", "--gradcam", "false", "--quiet"]
     draw = random.Random(20261207)
     kills = []
     for _ in range(CHAOS_KILLS):
         proc = start(args, tmp_path, **env)
         try:
-            proc.wait(draw.uniform(6, 16))  # from start-up (imports, data) to fitting and training
+            proc.wait(draw.uniform(6, 13))  # from start-up (imports, data) to fitting and training
             finish(proc)
             continue  # it finished before this draw's moment
         except subprocess.TimeoutExpired:
@@ -323,8 +323,8 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_in_bounded_time_and_t
         port = s.getsockname()[1]
     server = _serve(tmp_path, port)
     db = tmp_path / "server.db"
-    data = write_folder(tmp_path / "data", {"a": 24, "b": 24})
-    args = ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--epochs", "60", *TRAIN]
+    data = write_folder(tmp_path / "data", {"a": 16, "b": 16})
+    args = ["train", "--dataset", "imagefolder", "--data-dir", str(data), "--epochs", "30", *TRAIN]
     env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "SYNTHMED_CACHE_DIR": str(tmp_path / "cache")}
     try:
         proc = start(args, tmp_path, **env)
@@ -347,7 +347,7 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_in_bounded_time_and_t
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         ((same, status, tags),) = runs_in(db)
         assert same == run_id and status == "FINISHED" and int(tags["synthmed.resumed_at_step"]) > 0
-        assert [s for s, _ in metrics(db, run_id)["train_loss"]] == list(range(60))
+        assert [s for s, _ in metrics(db, run_id)["train_loss"]] == list(range(30))
         assert not ckpt.exists()
     finally:
         if server.poll() is None:
