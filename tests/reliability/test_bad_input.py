@@ -90,6 +90,10 @@ CLI_CASES = {
     "generator-options-not-key-value": (["--generator-options", "fast"], r"'fast' is not of the form key=value"),
     "bad-generator-option-value": (["--policy", "synthetic", "--generator", "elastic", "--generator-options", "alpha=wobbly"],
                                    r"elastic.*alpha.*wobbly"),
+    "checkpoint-every-negative": (["--checkpoint-every", "-5"], r"checkpoint_every=-5.0 is out of range — allowed: >= 0"),
+    "checkpoint-every-nan": (["--checkpoint-every", "nan"], r"checkpoint_every=nan must be a finite number"),
+    "checkpoint-every-inf": (["--checkpoint-every", "inf"], r"checkpoint_every=inf must be a finite number"),
+    "checkpoint-every-word": (["--checkpoint-every", "often"], r"'often' is not a valid float"),
 }
 
 
