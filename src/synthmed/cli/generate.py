@@ -115,4 +115,4 @@ def cache_prune(cache_dir: str | None, generator: str | None, older_than: float 
 def _cache(cache_dir: str | None) -> Any:
     from synthmed.generators.cache import GenerationCache
 
-    return GenerationCache(cache_dir) if cache_dir else GenerationCache.from_config(None)
+    return GenerationCache(cache_dir).check_root() if cache_dir else GenerationCache.from_config(None)

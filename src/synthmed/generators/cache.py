@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, source_hash
+from synthmed.paths import refuse_file_in_the_way
 
 if TYPE_CHECKING:
     from synthmed.config import Config
@@ -92,10 +93,19 @@ class GenerationCache:
     def from_config(cls, config: Config | None = None) -> GenerationCache:
         """``config.cache_dir``, else ``$SYNTHMED_CACHE_DIR``, else the user cache dir."""
         if config is not None and config.cache_dir:
-            return cls(config.cache_dir)
+            return cls(config.cache_dir).check_root()
         if os.environ.get(CACHE_ENV):
-            return cls(os.environ[CACHE_ENV])
-        return cls(Path(platformdirs.user_cache_dir("synthmed")) / "generations")
+            return cls(os.environ[CACHE_ENV]).check_root()
+        return cls(Path(platformdirs.user_cache_dir("synthmed")) / "generations").check_root()
+
+    def check_root(self) -> GenerationCache:
+        """Refuse a root that is a file, or lies below one (it can never be a folder); returns ``self``.
+
+        Only that: a read-only or full cache is fine as long as everything asked for is in it.
+        """
+        refuse_file_in_the_way(self.root, f"generation cache {self.root}",
+                               f"point the cache at a folder: --cache-dir PATH (cache_dir) or ${CACHE_ENV}")
+        return self
 
     def path(self, generator: str, key: str) -> Path:
         if not _NAME.match(generator):
@@ -145,10 +155,12 @@ class GenerationCache:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """Turn 'disk full', 'read-only' and 'permission denied' into an error naming the folder."""
+        """Turn 'disk full', 'read-only', 'permission denied' and 'a file is in the way' into an error naming the folder."""
         try:
             yield
         except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+                self.check_root()  # a file at or above the root: say so (else the error is not ours)
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
             what = "is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "cannot be written"
@@ -169,6 +181,7 @@ class GenerationCache:
 
     def _entries(self, generator: str | None = None) -> Iterator[tuple[str, Path]]:
         if not self.root.is_dir():
+            self.check_root()  # a file is not an empty cache
             return
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             if generator is None or folder.name == generator:

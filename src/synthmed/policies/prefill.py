@@ -76,12 +76,12 @@ def prefill(config: Config, pm: pluggy.PluginManager | None = None, *, estimate:
         The counts, and the fill's statistics when it generated.
     """
     check_generator(config, pm, external_ok=estimate)  # a typo or an off-machine generator fails before loading
+    cache = GenerationCache.from_config(config)  # so does a cache_dir that is a file
     splits = load_splits(config, pm)
     real, val = sample_real(splits, config)  # the run's sample after the validation carve, as in training
     # fitted on exactly that sample, as the run's; an estimate only computes which fit it would be
     generator = fitted_generator(config, pm, splits, real, estimate=estimate)
     plan = plan_for(real, splits.train, splits.num_classes, config, val)
-    cache = GenerationCache.from_config(config)
     salt = generation_salt(config, generator)
     _, keys = plan_keys(generator, real.images, plan.requests, salt)
     missing = sum(not cache.has(generator.name, k) for k in keys)

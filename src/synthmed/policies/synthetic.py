@@ -72,6 +72,7 @@ class SyntheticPolicy(AugmentationPolicy):
         (``synth_frac``, ``mix``, ``balance``...), so it takes no ``policy_options``.
         """
         check_generator(config, pm)  # an unknown name, an off-machine one without opt-in, unknown options
+        GenerationCache.from_config(config)  # a cache_dir that is a file (or below one)
         return construct(cls, config.policy_params(), kind="policy", field="policy_options",
                          fixed={"config": config, "pm": pm})
 
