@@ -28,6 +28,7 @@ from synthmed.data._decode import decode_many, memo_get, memo_put
 from synthmed.data.base import Dataset, ImageSet, Splits, check_classes, fingerprint_tensors
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
+from synthmed.paths import check_folder_to_read
 
 if TYPE_CHECKING:
     import datasets
@@ -55,6 +56,17 @@ class AlzheimerMRI(Dataset):
 
     def load(self, config: Config) -> Splits:
         local = local_dir(config)
+        try:
+            return self._load(local, config)
+        except PermissionError as exc:  # a file or subfolder of the local copy this user may not read
+            if local is None:
+                raise
+            raise SynthmedError(
+                f"{exc.filename or local} in the local copy {local} cannot be read ({exc.strerror}) — give this "
+                "user read access to the whole folder (e.g. chmod -R a+rX), or copy the data somewhere readable"
+            ) from exc
+
+    def _load(self, local: Path | None, config: Config) -> Splits:
         if local is not None:
             manifest = verify_manifest(local)
             key: tuple[Any, ...] = ("local", str(local), _stat_signature(local))
@@ -96,11 +108,9 @@ def local_dir(config: Config) -> Path | None:
     else:
         return None
     path = path.expanduser()
-    if not path.is_dir():
-        raise SynthmedError(
-            f"{origin} = {str(path)!r} is not an existing folder — give the folder that holds the "
-            f"dataset's data/ (e.g. ../shared/data/alzheimer_mri), or unset it to use the hub {HUB_ID}"
-        )
+    check_folder_to_read(path, f"{origin} = {str(path)!r}",
+                         "give the folder that holds the dataset's data/ (e.g. ../shared/data/alzheimer_mri), "
+                         f"readable by this user, or unset it to use the hub {HUB_ID}")
     return path.resolve()
 
 

@@ -25,6 +25,7 @@ from synthmed.data.base import Dataset, ImageSet, Splits, fingerprint_tensors
 from synthmed.data.sampling import split_validation
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
+from synthmed.paths import check_folder_to_read
 
 if TYPE_CHECKING:
     from synthmed.config import Config
@@ -40,6 +41,16 @@ class ImageFolder(Dataset):
 
     def load(self, config: Config) -> Splits:
         root = _root(config)
+        try:
+            return self._load(root, config)
+        except PermissionError as exc:  # a class folder or an image this user may not read
+            raise SynthmedError(
+                f"{exc.filename or root} in data_dir (--data-dir) = {str(root)!r} cannot be read "
+                f"({exc.strerror}) — give this user read access to the whole folder (e.g. chmod -R a+rX), "
+                "or copy the data somewhere readable"
+            ) from exc
+
+    def _load(self, root: Path, config: Config) -> Splits:
         has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
         if has_train != has_test:
             present, absent = ("train", "test") if has_train else ("test", "train")
@@ -98,6 +109,10 @@ def register_datasets() -> list[type[Dataset]]:
 
 
 # --- finding the files -----------------------------------------------------------------------------
+_FIX = ("give a folder of class subfolders (optionally inside train/ and test/) that this user may read: "
+        "--data-dir PATH (data_dir)")
+
+
 def _root(config: Config) -> Path:
     if not config.data_dir:
         raise SynthmedError(
@@ -105,8 +120,7 @@ def _root(config: Config) -> Path:
             "subfolders (optionally inside train/ and test/)"
         )
     root = Path(config.data_dir).expanduser()
-    if not root.is_dir():
-        raise SynthmedError(f"data_dir (--data-dir) = {str(root)!r} is not an existing folder")
+    check_folder_to_read(root, f"data_dir (--data-dir) = {str(root)!r}", _FIX)
     return root.resolve()
 
 
