@@ -54,7 +54,14 @@ def construct(cls: type[T], options: Mapping[str, Any], *, kind: str, field: str
             f"{kind} {getattr(cls, 'name', cls.__name__)!r} needs option(s) {', '.join(missing)} — pass them as "
             f"{flag} '{missing[0]}=...' (or -P {field}=...)"
         )
-    return cls(**fixed, **options)
+    try:
+        return cls(**fixed, **options)
+    except PermissionError as exc:  # an option names a file this user may not read (ddpm's init=PATH...)
+        flag = "--" + field.replace("_", "-")
+        raise SynthmedError(
+            f"{kind} {getattr(cls, 'name', cls.__name__)!r}: {exc.filename or 'a file its options name'} cannot be "
+            f"read ({exc.strerror}) — give this user read access to it, or name another in {flag}"
+        ) from exc
 
 
 def coerce_value(

@@ -276,11 +276,26 @@ def _path_hash(path: Path) -> str:
 def _load_init(path: str) -> dict[str, Any]:
     """The UNet weights of a warm-start checkpoint (fit-cache ``.pt``, bare state dict or diffusers folder)."""
     p = Path(path)
+    fix = ("pass a fit-cache .pt file, a UNet state-dict file or a diffusers UNet2DModel folder this user may "
+           "read: --generator-options init=PATH")
     if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise SynthmedError(f"generator 'ddpm': init={path!r} is a folder without a diffusers UNet "
+                                f"(no config.json) — {fix}")
         from diffusers import UNet2DModel  # optional extra: diffusers (pip install -e plugins/synthmed-diffusers)
 
-        return UNet2DModel.from_pretrained(str(p)).state_dict()
-    blob = torch.load(p, map_location="cpu", weights_only=False)
+        try:
+            return UNet2DModel.from_pretrained(str(p)).state_dict()
+        except (OSError, ValueError) as exc:
+            raise SynthmedError(f"generator 'ddpm': init={path!r} cannot be read as a diffusers UNet "
+                                f"({type(exc).__name__}: {exc}) — {fix}") from exc
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=False)
+    except OSError as exc:  # gone or unreadable since the generator was built
+        raise SynthmedError(f"generator 'ddpm': init={path!r} cannot be read ({exc.strerror or exc}) — {fix}") from exc
+    except Exception as exc:  # not a torch file: unpickling errors vary
+        raise SynthmedError(f"generator 'ddpm': init={path!r} is not a checkpoint torch can load "
+                            f"({type(exc).__name__}: {exc}) — {fix}") from exc
     for key in ("state", "unet"):
         if isinstance(blob, dict) and key in blob:
             blob = blob[key]

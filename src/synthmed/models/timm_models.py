@@ -29,6 +29,7 @@ from synthmed.config import TRUE_WORDS
 from synthmed.errors import SynthmedError
 from synthmed.hookspecs import hookimpl
 from synthmed.models.base import ModelFactory
+from synthmed.paths import check_file_to_read
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from synthmed.config import Config
 
 PROBE_TIMEOUT_S = 3.0  # how long the hub reachability probe may take
+WEIGHTS_FIX = "pass a timm state_dict file this user may read: --weights PATH (weights), or drop --weights"
 
 
 class TimmModel(ModelFactory):
@@ -57,17 +59,20 @@ class TimmModel(ModelFactory):
         """Raise :class:`SynthmedError` when the architecture cannot take ``image_size``."""
 
     def create(self, num_classes: int, image_size: int, config: Config) -> nn.Module:
-        import timm  # heavy; only building a timm model needs it, and every run registers this plugin
-
         self.check_image_size(image_size)
-        kwargs = dict(in_chans=1, num_classes=num_classes, **self.timm_kwargs(image_size))
-        if config.dropout:
-            kwargs["drop_rate"] = config.dropout
         if config.weights and not config.pretrained:
             raise SynthmedError(
                 f"weights={config.weights!r} is set but pretrained=false — "
                 "add --pretrained to load that file, or drop --weights"
             )
+        if config.pretrained and config.weights:  # a wrong path fails before timm is even imported
+            weights = Path(config.weights).expanduser()
+            check_file_to_read(weights, f"weights file {str(weights)!r} for model {self.name!r}", WEIGHTS_FIX)
+        import timm  # heavy; only building a timm model needs it, and every run registers this plugin
+
+        kwargs = dict(in_chans=1, num_classes=num_classes, **self.timm_kwargs(image_size))
+        if config.dropout:
+            kwargs["drop_rate"] = config.dropout
         if not config.pretrained:
             return timm.create_model(self.arch, pretrained=False, **kwargs)
         if config.weights:
@@ -82,14 +87,12 @@ class TimmModel(ModelFactory):
         """Load ``path`` through timm's own pretrained path (conv adaptation, pos-embed resampling)."""
         import timm  # heavy; only building a timm model needs it, and every run registers this plugin
 
-        if not path.is_file():
-            raise SynthmedError(
-                f"weights file {str(path)!r} for model {self.name!r} does not exist — "
-                "pass an existing timm state_dict file, or drop --weights"
-            )
+        check_file_to_read(path, f"weights file {str(path)!r} for model {self.name!r}", WEIGHTS_FIX)
         cfg = timm.models.get_pretrained_cfg(self.arch)
         try:
             state = timm.models.load_state_dict(str(path))
+        except OSError as exc:
+            raise SynthmedError(f"weights file {str(path)!r} cannot be read ({exc.strerror or exc}) — {WEIGHTS_FIX}") from exc
         except Exception as exc:  # unpickling / safetensors errors vary by format
             raise SynthmedError(f"cannot read weights file {str(path)!r}: {exc}") from exc
         conv_key = f"{cfg.first_conv}.weight"
