@@ -105,13 +105,19 @@ def sweep_command(models: str | None, policies: str | None, real_fracs: str | No
 @click.option("--output", type=click.Path(file_okay=False), default=None, help="Also write the report to this folder.")
 def report_command(run_id: str, output: str | None) -> None:
     """Rebuild a sweep's summary, figures and report from MLflow and log them to its parent RUN_ID."""
+    from synthmed.paths import staged_folder
     from synthmed.sweep.report import publish
 
-    published = publish(run_id, output=output)
+    if output is None:
+        published = publish(run_id)
+    else:  # checked before any work; then all files or none (staged inside the folder, moved in at the end)
+        fix = "free space there or give a folder this user can write: --output PATH"
+        with staged_folder(output, f"report folder (--output) {output}", fix) as stage:
+            published = publish(run_id, output=stage)
     data = published.data
     click.echo(f"sweep {data.sweep_id}: {len(data.results)} simulations finished, {data.failed} missing")
     _echo_summary(published.summary)
-    click.echo(f"logged to run {run_id} under report/" + (f"; written to {published.directory}" if output else ""))
+    click.echo(f"logged to run {run_id} under report/" + (f"; written to {output}" if output else ""))
 
 
 def _echo_summary(summary: Any) -> None:

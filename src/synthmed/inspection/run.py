@@ -39,6 +39,7 @@ from synthmed.inspection.figures import closest_pairs_figure, fidelity_diversity
 from synthmed.inspection.reference import ReferenceClassifier
 from synthmed.inspection.split import DEFAULT_FRACTIONS, SplitAudit, audit_split
 from synthmed.options import accepted_options
+from synthmed.paths import check_folder_to_write, staged_folder
 from synthmed.plugins import default_plugin_manager, registry
 from synthmed.policies.base import PolicyContext
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InspectReport", "check_run", "inspect_generator", "run_audit", "strength_configs", "strength_curve"]
 
+OUTPUT_FIX = "free space there or give a folder this user can write: --output PATH"
 CHEAP_MAX_IMAGES = 256  # synthetic images the per-run check looks at (seeded subsample)
 CURVE_IMAGES = 64  # sources per class on the fidelity–diversity curve (every one of a class with fewer)
 
@@ -195,6 +197,8 @@ def run_audit(config: Config, *, fractions: tuple[float, ...] = DEFAULT_FRACTION
     closest pairs; with ``output``, writes the same files there. Returns the run id and the audit.
     """
     pm = pm or default_plugin_manager()
+    if output is not None:  # before any work: a folder that cannot take the files fails now, not after the audit
+        output = check_folder_to_write(output, f"audit folder (--output) {output}", OUTPUT_FIX)
     tracking.prepare_store(config)
     splits = load_splits(config, pm)
     measured = load_measured(config, pm)  # twins are measured at 64 px whatever the run's size
@@ -222,10 +226,10 @@ def run_audit(config: Config, *, fractions: tuple[float, ...] = DEFAULT_FRACTION
             logger.log_figure(fig, path)
         for path, text in texts.items():
             logger.log_text(text, path)
-        if output is not None:
-            output.mkdir(parents=True, exist_ok=True)
-            for path, fig in figures.items():
-                fig.savefig(output / Path(path).name, dpi=110)
-            for path, text in texts.items():
-                (output / Path(path).name).write_text(text)
+        if output is not None:  # all files or none: written beside, then moved in
+            with staged_folder(output, f"audit folder (--output) {output}", OUTPUT_FIX) as stage:
+                for path, fig in figures.items():
+                    fig.savefig(stage / Path(path).name, dpi=110)
+                for path, text in texts.items():
+                    (stage / Path(path).name).write_text(text)
         return logger.run_id, audit
