@@ -6,6 +6,7 @@ process's runs marked KILLED with a reason by the next synthmed run against the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -278,7 +279,7 @@ def test_learned_generator_sigkilled_mid_fit_resumes_from_its_last_periodic_chec
     writer's temp file, continues the fit from the last whole checkpoint and finishes it."""
     cache = Path(os.environ["SYNTHMED_CACHE_DIR"])
     args = ["generate", "--dataset", "imagefolder", "--data-dir", str(tiny_folder), "--image-size", "16",
-            "--real-frac", "0.5", "--generator", "ldm", "--generator-options", "ae_steps=400,steps=10,sample_steps=2",
+            "--real-frac", "0.5", "--generator", "ldm", "--generator-options", "ae_steps=200,steps=10,sample_steps=2",
             "--checkpoint-every", "0.2", "--yes"]
     proc = start(args, child_env(SYNTHMED_CACHE_DIR=str(cache)), tmp_path)
     try:
@@ -287,10 +288,10 @@ def test_learned_generator_sigkilled_mid_fit_resumes_from_its_last_periodic_chec
         kill(proc)
     (ckpt,) = cache.rglob("*.ckpt")
     reached = torch.load(ckpt, weights_only=False)["step"]
-    assert 1 <= reached < 400
+    assert 1 <= reached < 200
     again = subprocess.run(cli_argv(*args), env=child_env(SYNTHMED_CACHE_DIR=str(cache)), cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    resumed_at = [int(x) for x in __import__("re").findall(r" (\d+)/400 ", again.stderr)]
+    resumed_at = [int(x) for x in re.findall(r" (\d+)/200 ", again.stderr)]
     assert resumed_at and min(resumed_at) >= reached  # not from step 0: from the last checkpoint (or later)
     assert not ckpt.exists() and not [p for p in cache.rglob("*") if p.name.endswith((".part", ".tmp"))]
