@@ -18,7 +18,7 @@ from synthmed.cli.options import build_config, config_options
 GENERATE_FIELDS = ("dataset", "data_dir", "revision", "image_size", "skip_bad_images", "split", "groups", "twin_threshold",
                    "test_frac", "split_seed",
                    "real_frac", "val_frac", "synth_frac", "generator", "generator_options", "variations_per_image",
-                   "balance", "seed", "cache_dir", "allow_external", "quiet")
+                   "balance", "seed", "cache_dir", "allow_external", "quiet", "checkpoint_every")
 
 
 @click.command("generate")

@@ -39,7 +39,7 @@ import copy
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,9 @@ from synthmed.errors import SynthmedError
 from synthmed.generators._networks import NetworkGenerator
 from synthmed.generators.base import Generator, coerce_option, item_seed
 from synthmed.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from synthmed.checkpoints import Checkpointer
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu-small": {"resolution": 32, "width": 32, "mults": (1, 2, 2), "layers": 1, "attention": False,
@@ -160,7 +163,8 @@ class DdpmGenerator(NetworkGenerator):
 
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, images: torch.Tensor, labels: torch.Tensor, *, seed: int, progress: bool,
-            log: Callable[[dict[str, float], int], None]) -> dict[str, Any]:
+            log: Callable[[dict[str, float], int], None], checkpoint: Checkpointer | None = None) -> dict[str, Any]:
+        """Resumable: with a ``checkpoint`` the loop continues from its last state (synthmed.checkpoints)."""
         from diffusers import DDPMScheduler  # optional extra: diffusers (pip install -e plugins/synthmed-diffusers)
 
         self.progress = progress
@@ -181,9 +185,13 @@ class DdpmGenerator(NetworkGenerator):
         y_all = labels.long()
         gen = torch.Generator().manual_seed(int(seed))
         n = len(x_all)
-        loss_avg = None
-        bar = tqdm(range(self.steps), desc=f"fitting ddpm ({self.preset}, {n} images)", unit="step",
-                   disable=not progress)
+        loss_avg, first = None, 0
+        state = checkpoint.load() if checkpoint is not None else None
+        if state is not None:  # a killed fit of the same key: continue where its last checkpoint left it
+            loss_avg = self._restore_loop(state, gen, unet=unet, ema=ema, opt=opt, sched=sched)
+            first = int(state["step"])
+        bar = tqdm(range(first, self.steps), desc=f"fitting ddpm ({self.preset}, {n} images)", unit="step",
+                   disable=not progress, initial=first, total=self.steps)
         for step in bar:
             idx = torch.randint(0, n, (min(self.batch, n),), generator=gen)
             x0, y = x_all[idx].to(device), y_all[idx].to(device)  # (B, 1, r, r), (B,)
@@ -197,6 +205,9 @@ class DdpmGenerator(NetworkGenerator):
             if step % 10 == 0 or step == self.steps - 1:
                 log({"generator_fit_loss": value}, step)
                 bar.set_postfix_str(f"loss {loss_avg:.4f}")
+            if checkpoint is not None:
+                checkpoint.step(lambda: self._loop_state(gen, loss_avg, unet=unet, ema=ema, opt=opt, sched=sched),
+                                step + 1)
         self._unet = ema if self.ema > 0 else unet.eval()
         return {"steps": self.steps, "final_loss": loss_avg}
 
