@@ -30,6 +30,7 @@ import torch
 
 from synthmed import interrupts
 from synthmed.errors import SynthmedError
+from synthmed.paths import writing
 
 __all__ = ["Checkpointer", "rng_state", "set_rng_state"]
 
@@ -122,18 +123,22 @@ class Checkpointer:
         """Write ``state`` atomically (temp file named with this pid, fsync, rename)."""
         assert self.path is not None
         start = time.perf_counter()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.{os.getpid()}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with writing(f"checkpoint folder {self.path.parent}", "free space there or point checkpoints at a folder this "
+                     "user can write (checkpoint_dir, or --cache-dir for fits), or turn them off: --checkpoint-every 0",
+                     root=self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.{os.getpid()}.",
+                                       suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    torch.save(state, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
         self.saves += 1
         self.seconds += time.perf_counter() - start
         self._last = time.monotonic()

@@ -172,6 +172,10 @@ class Config:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise SynthmedError(f"config file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise SynthmedError(f"config file {str(path)!r} is a folder — give the YAML file's path") from None
+        except PermissionError:
+            raise SynthmedError(f"config file {str(path)!r} cannot be read (permission denied for this user)") from None
         except yaml.YAMLError as exc:
             raise SynthmedError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):

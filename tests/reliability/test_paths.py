@@ -204,6 +204,8 @@ WRONG_KIND: dict[str, tuple[Callable[[Path], Path], Callable[[Path, Path], list[
                   r"generator 'ddpm': init='.*a-folder' is a folder without a diffusers UNet .* init=PATH"),
     "config": (_a_folder, lambda d, bad: ["train", "--config", str(bad)],
                r"Invalid value for '--config'.*a-folder' is a directory"),
+    "checkpoint_dir-train": (_a_file, lambda d, bad: train(d, "--checkpoint-dir", str(bad)),
+                             r"checkpoint folder .*a-file is not a folder \(it is a file\) — .*--checkpoint-dir"),
 }
 
 
@@ -247,6 +249,9 @@ MISSING: dict[str, tuple[Callable[[Path], Path], Callable[[Path, Path], list[str
                   r"generator 'ddpm': init='.*nowhere' does not exist — pass a checkpoint path"),
     "config": (_missing, lambda d, bad: ["train", "--config", str(bad)],
                r"config file '.*nowhere' does not exist"),
+    "checkpoint_dir-train": (_below_a_file, lambda d, bad: train(d, "--checkpoint-dir", str(bad)),
+                             r"checkpoint folder .*a-file/sub cannot be created: .*a-file is a file, not a folder — "
+                             r".*--checkpoint-dir"),
 }
 
 
@@ -270,6 +275,11 @@ READ_ONLY: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
                            r"audit folder \(--output\) .*/ro cannot be written \(Read-only file system\) — .*--output PATH"),
     "output-report": (lambda d, ro: report(NO_SWEEP, "--output", str(ro / "report")),
                       r"report folder \(--output\) .*/ro/report cannot be written \(Read-only file system\) — .*--output PATH"),
+    "cache_dir-generate-learned": (lambda d, ro: generate(d, "--generator", "pca", "--cache-dir", str(ro)),
+                                   r"generation cache .*/ro cannot be written \(Read-only file system\) — .*--cache-dir PATH"),
+    "checkpoint_dir-train": (lambda d, ro: train(d, "--checkpoint-dir", str(ro), "--checkpoint-every", "0.000001"),
+                             r"checkpoint folder .*/ro/runs/.* cannot be written \(Read-only file system\) — .*"
+                             r"--checkpoint-every 0"),
 }
 
 

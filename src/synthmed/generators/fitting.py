@@ -37,6 +37,7 @@ from synthmed.checkpoints import Checkpointer
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, source_hash
 from synthmed.generators.cache import GenerationCache
+from synthmed.paths import writing
 
 __all__ = ["FitCache", "FitInfo", "check_open_set", "ensure_fitted", "fit_cache_for", "fit_fingerprint", "fit_key",
            "init_sidecar"]
@@ -80,21 +81,27 @@ class FitCache:
         except Exception as exc:  # a truncated or foreign file: say which and what to do
             raise SynthmedError(f"fitted state {path} is unreadable ({exc}) — delete it and rerun to refit") from exc
 
+    def _writing(self) -> Any:
+        """A full, read-only or forbidden fit cache as one clear error (synthmed.paths.writing)."""
+        return writing(f"generation cache {self.root}", "free space there or point the cache at a folder this user "
+                       "can write: --cache-dir PATH (cache_dir) or $SYNTHMED_CACHE_DIR", root=self.root)
+
     def store(self, generator: str, key: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         """Write atomically: a temp file in the same folder, fsynced, then ``os.replace``."""
         path = self.path(generator, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save({"state": state, "meta": meta}, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with self._writing():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    torch.save({"state": state, "meta": meta}, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
         return path
 
     def checkpoint(self, generator: str, key: str, every: float) -> Checkpointer:
@@ -105,8 +112,25 @@ class FitCache:
         """One inter-process lock per fit: two runs never fit the same thing twice at once, while fits
         of other samples (other simulations) and loads of finished fits never wait on it."""
         folder = self.root / _FITS / generator
-        folder.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(folder / f".{key}.lock"))
+        with self._writing():
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(folder / f".{key}.lock"))
+        return _ClearLock(lock, self._writing)
+
+
+class _ClearLock:
+    """A FileLock whose acquisition on an unwritable cache (its lock file cannot be made) is a clear error."""
+
+    def __init__(self, lock: FileLock, writing: Any):
+        self.lock, self.writing = lock, writing
+
+    def __enter__(self) -> _ClearLock:
+        with self.writing():
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
 
 
 @dataclass

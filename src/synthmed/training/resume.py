@@ -23,6 +23,7 @@ from typing import Any
 from synthmed.checkpoints import Checkpointer
 from synthmed.config import Config
 from synthmed.generators.cache import GenerationCache
+from synthmed.paths import refuse_file_in_the_way
 from synthmed.tracking import ghosts
 
 __all__ = ["Resume", "checkpoint_root", "find_resumable", "run_key"]
@@ -63,7 +64,11 @@ class Resume:
 
 def find_resumable(config: Config, parent_run_id: str | None, run_name: str | None) -> Resume:
     """The checkpoint folder of this command and the newest unfinished run of it that may be continued."""
-    folder = checkpoint_root(config) / "runs" / run_key(config, parent_run_id, run_name)
+    root = checkpoint_root(config)
+    if config.checkpoint_every > 0:  # a file where the folder must go fails now, not at the first checkpoint
+        refuse_file_in_the_way(root, f"checkpoint folder {root}", "point checkpoint_dir (--checkpoint-dir) at a folder, "
+                               "or turn checkpoints off: --checkpoint-every 0")
+    folder = root / "runs" / run_key(config, parent_run_id, run_name)
     if config.checkpoint_every <= 0 or not folder.is_dir():
         return Resume(folder, None)
     import mlflow
