@@ -40,12 +40,13 @@ def _write_csv(table: object, output: str) -> None:
     from pathlib import Path
 
     from synthmed.errors import SynthmedError
-    from synthmed.paths import writing
+    from synthmed.paths import refuse_file_in_the_way, writing
 
     target = Path(output).expanduser()
     what, fix = f"prediction table (--output) {target}", "give a file in a folder this user can write: --output PATH"
     if target.is_dir():
         raise SynthmedError(f"{what} is a folder — {fix}")
+    refuse_file_in_the_way(target.parent, f"folder of the prediction table (--output) {target.parent}", fix)
     with writing(what, fix, root=target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")

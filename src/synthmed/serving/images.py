@@ -76,8 +76,9 @@ def to_model_images(items: Iterable[Any], size: int, *, names: Iterable[str] | N
             out[len(kept)] = to_gray_array(to_pil(item), size)
         except (*decode_errors(), TypeError) as exc:
             if not skip_bad:
-                raise SynthmedError(f"cannot read {name} as an image: {exc} — pass PNG/JPEG bytes (base64 in "
-                                    "JSON), a uint8 array or a float array in [0, 1]") from exc
+                fix = "" if " — " in str(exc) else (" — pass PNG/JPEG bytes (base64 in JSON), a uint8 array or a "
+                                                    "float array in [0, 1]")
+                raise SynthmedError(f"cannot read {name} as an image: {exc}{fix}") from exc
             skipped.append(name)
             continue
         kept.append(i)
