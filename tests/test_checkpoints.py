@@ -147,7 +147,7 @@ def _train(policy, config, data, ckpt, calls, stop_at=None):  # noqa: ANN001
     return model, info
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stop_at=st.integers(1, 16), policy_name=st.sampled_from(["none", "basic"]),
        budget=st.sampled_from(["epochs", "steps"]))
 def test_a_training_run_stopped_at_any_step_resumes_to_the_same_numbers(tmp_path_factory, stop_at, policy_name,

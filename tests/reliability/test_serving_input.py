@@ -31,23 +31,22 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serving-store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     try:
         torch.manual_seed(0)
         net = registry("models").get("cnn")().create(2, 16, Config(image_size=16))
-        with mlflow.start_run():
+        experiment = mlflow.set_experiment("rel-serving")  # not whichever experiment an earlier test left active
+        with mlflow.start_run(experiment_id=experiment.experiment_id):
             log_classifier(net, name="model", image_size=16, classes=["a", "b"], display_classes=["a", "b"],
                            registered_model_name=NAME)
             plain = mlflow.pytorch.log_model(torch.nn.Linear(2, 2), name="plain", serialization_format="pickle")
         yield {"synthmed": f"models:/{NAME}/1", "plain": plain.model_uri, "uri": uri}
     finally:
         mlflow.set_tracking_uri(None)
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
 
 
 def _images(folder: Path) -> Path:

@@ -124,9 +124,16 @@ class _ClearLock:
     def __init__(self, lock: FileLock, writing: Any):
         self.lock, self.writing = lock, writing
 
-    def __enter__(self) -> _ClearLock:
+    def acquire(self, *args: Any, **kwargs: Any) -> Any:
+        """``FileLock.acquire`` (its proxy is a context manager too), an unwritable lock file as one clear error."""
         with self.writing():
-            self.lock.acquire()
+            return self.lock.acquire(*args, **kwargs)
+
+    def release(self, *args: Any, **kwargs: Any) -> None:
+        self.lock.release(*args, **kwargs)
+
+    def __enter__(self) -> _ClearLock:
+        self.acquire()
         return self
 
     def __exit__(self, *exc: Any) -> None:
