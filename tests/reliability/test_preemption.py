@@ -348,7 +348,11 @@ def test_a_tracking_server_that_dies_mid_run_fails_the_run_in_bounded_time_and_t
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         ((same, status, tags),) = runs_in(db)
         assert same == run_id and status == "FINISHED" and int(tags["synthmed.resumed_at_step"]) > 0
-        assert [s for s, _ in metrics(db, run_id)["train_loss"]] == list(range(16))
+        logged = metrics(db, run_id)["train_loss"]
+        assert sorted({s for s, _ in logged}) == list(range(16))  # every epoch, at its step
+        # at least once: the epoch whose log was in flight when the server died may have reached it and is
+        # logged again by the rerun — the same value at the same step, never a different one
+        assert len(logged) <= 17 and len({(s, v) for s, v in logged}) == 16
         assert not ckpt.exists()
     finally:
         if server.poll() is None:
