@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from synthmed.config import Config
 from synthmed.data.base import ImageSet
 from synthmed.errors import SynthmedError
 from synthmed.generators.fitting import FitCache, ensure_fitted
+from synthmed.paths import atomic_write, pid_alive
 from synthmed.plugins import registry
 from synthmed.training import fit
 
@@ -58,6 +60,45 @@ def test_a_damaged_checkpoint_is_named_and_temp_files_of_dead_writers_are_remove
     with pytest.raises(SynthmedError, match=r"checkpoint .*c\.pt is unreadable .* delete it"):
         Checkpointer(tmp_path / "c.pt", every=1).load()
     assert not stale.exists() and live.exists()  # a live writer's temp file is its own business
+
+
+# --- atomic writes (synthmed.paths.atomic_write: caches, checkpoints, the reference, prediction tables) ----
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(old=st.one_of(st.none(), st.binary(max_size=64)), new=st.binary(max_size=4096),
+       fail_after=st.one_of(st.none(), st.integers(0, 4096)), durable=st.booleans())
+def test_an_atomic_write_leaves_the_old_file_or_the_new_one_and_no_temp_file(tmp_path, old, new, fail_after, durable):
+    target = tmp_path / "t.bin"
+    target.unlink(missing_ok=True)
+    if old is not None:
+        target.write_bytes(old)
+
+    def write(fh):
+        if fail_after is not None:
+            fh.write(new[:fail_after])
+            raise interrupts.Stopped(signal.SIGTERM)  # a stop (or any error) in the middle of the write
+        fh.write(new)
+
+    if fail_after is None:
+        assert atomic_write(target, write, durable=durable) == target
+        assert target.read_bytes() == new
+    else:
+        with pytest.raises(interrupts.Stopped):
+            atomic_write(target, write, durable=durable)
+        assert (target.read_bytes() if target.exists() else None) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["t.bin"] if target.exists() else [])
+
+
+def test_only_synthmed_paths_writes_temp_files_and_renames_them():
+    """One way to write a file atomically: no module but synthmed.paths calls mkstemp (the caches,
+    checkpoints, the reference classifier and synthmed predict go through atomic_write)."""
+    src = Path(__file__).resolve().parents[1] / "src" / "synthmed"
+    writers = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if "mkstemp(" in p.read_text())
+    assert writers == ["paths.py"], writers
+
+
+def test_pid_alive_and_dead():
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert pid_alive(os.getpid()) and not pid_alive(int(dead.stdout))
 
 
 # --- signals ---------------------------------------------------------------------------------------------

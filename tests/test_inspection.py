@@ -253,7 +253,7 @@ def test_reference_cache_second_call_does_not_train(trained, monkeypatch):
     assert cached and not calls
     assert torch.equal(clf2.predict(train.images), clf.predict(train.images))
     assert len(list((root / "_reference").glob("*.pt"))) == 1
-    assert not list((root / "_reference").glob("*.tmp"))
+    assert not list((root / "_reference").glob("*.part"))
     _, cached = ReferenceClassifier.fit_or_load(train, 4, S, "other-fp", root, epochs=1)
     assert not cached and len(calls) == 1  # another fingerprint: a new key, trains
 

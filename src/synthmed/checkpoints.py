@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,11 +28,9 @@ import torch
 
 from synthmed import interrupts
 from synthmed.errors import SynthmedError
-from synthmed.paths import writing
+from synthmed.paths import atomic_write, sweep_dead_temps, writing
 
 __all__ = ["Checkpointer", "rng_state", "set_rng_state"]
-
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.part$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -50,16 +46,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Checkpointer:
@@ -127,18 +113,7 @@ class Checkpointer:
                      "user can write (checkpoint_dir, or --cache-dir for fits), or turn them off: --checkpoint-every 0",
                      root=self.path.parent):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.{os.getpid()}.",
-                                       suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    torch.save(state, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(self.path, lambda fh: torch.save(state, fh))
         self.saves += 1
         self.seconds += time.perf_counter() - start
         self._last = time.monotonic()
@@ -151,10 +126,4 @@ class Checkpointer:
 
     def _sweep_temps(self) -> None:
         assert self.path is not None
-        if not self.path.parent.is_dir():
-            return
-        for entry in self.path.parent.iterdir():
-            m = _TEMP.match(entry.name)
-            if m and m["name"] == self.path.name and not _pid_alive(int(m["pid"])):
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+        sweep_dead_temps(self.path)

@@ -4,7 +4,14 @@ what is wrong with it and what to do.
 
 Every function takes ``what`` — the subject of the message, e.g. ``"generation cache /x"`` or
 ``"data_dir (--data-dir) = '/x'"`` — and ``fix``, the clause after the dash (``"use --cache-dir PATH"``).
-Nothing here creates or leaves anything behind unless asked to write (:func:`staged_folder`).
+Nothing here creates or leaves anything behind unless asked to write (:func:`staged_folder`,
+:func:`atomic_write`).
+
+:func:`atomic_write` is synthmed's one way to write a file that others may read while it is written
+(fit and generation caches, checkpoints, the reference classifier, prediction tables): a temp file in
+the same folder, named ``.<name>.<writer's pid>.<random>.part``, fsynced, then ``os.replace``d over the
+target, so a reader sees the old file or the new one, never half of one. :func:`sweep_dead_temps`
+removes the temp files of writers that died before their rename.
 """
 
 from __future__ import annotations
@@ -16,16 +23,19 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Any, Callable, Iterator
 
 from synthmed.errors import SynthmedError
 
-__all__ = ["check_file_to_read", "check_folder_to_read", "check_folder_to_write", "file_in_the_way",
-           "os_error_reason", "refuse_file_in_the_way", "staged_folder", "writing"]
+__all__ = ["TEMP_SUFFIX", "atomic_write", "check_file_to_read", "check_folder_to_read", "check_folder_to_write",
+           "file_in_the_way", "os_error_reason", "pid_alive", "refuse_file_in_the_way", "staged_folder",
+           "sweep_dead_temps", "writing"]
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
 DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 _PROBE_BYTES = 4096  # one page: a disk without room for it is full for any output
+TEMP_SUFFIX = ".part"  # the suffix of atomic_write's temp files
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.part$")
 
 
 def _exists(path: Path) -> bool:
@@ -181,3 +191,53 @@ def _move_into(stage: Path, target: Path) -> None:
             dest.mkdir(exist_ok=True)
         else:
             os.replace(item, dest)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, text: bool = False,
+                 durable: bool = True) -> Path:
+    """Write ``path`` whole or not at all: ``write(fh)`` fills a temp file in the same folder (named with
+    this pid), which is fsynced (``durable``) and renamed over ``path``. On any failure — an exception,
+    a stop — the temp file goes and ``path`` is untouched. The folder must exist; wrap the call in
+    :func:`writing` to turn a full or read-only disk into one clear error.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "w" if text else "wb", **({"newline": ""} if text else {})) as fh:
+            write(fh)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def sweep_dead_temps(path: str | os.PathLike[str]) -> int:
+    """Remove the temp files :func:`atomic_write` left beside ``path`` when their writer died (a SIGKILL
+    between the first byte and the rename); a live writer's file stays. Returns how many went."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return 0
+    gone = 0
+    for entry in target.parent.iterdir():
+        m = _TEMP.match(entry.name)
+        if m and m["name"] == target.name and not pid_alive(int(m["pid"])):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                gone += 1
+    return gone

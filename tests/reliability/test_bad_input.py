@@ -391,7 +391,7 @@ def test_full_disk_during_cache_writes(tmp_path, monkeypatch):
             monkeypatch.setattr(os, "replace", full)
         with pytest.raises(SynthmedError, match=rf"generation cache {root} is full \(No space left on device\).*--cache-dir"):
             _fill_some(root, n=40)
-        assert not list(root.rglob("*.tmp")), "no half-written file may stay"
+        assert not list(root.rglob("*.part")), "no half-written file may stay"
         from PIL import Image
 
         for png in root.rglob("*.png"):  # every entry that exists is a whole image

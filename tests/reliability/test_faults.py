@@ -58,7 +58,7 @@ def assert_cache_whole(root: Path) -> int:
     """No temp file, every PNG decodes; returns the entry count."""
     from PIL import Image
 
-    assert not list(root.rglob("*.tmp")), list(root.rglob("*.tmp"))
+    assert not list(root.rglob("*.part")), list(root.rglob("*.part"))
     pngs = list(root.rglob("*.png"))
     for png in pngs:
         with Image.open(png) as im:

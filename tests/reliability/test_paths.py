@@ -45,7 +45,7 @@ pytestmark = pytest.mark.bad_input
 FAST_S = 15.0  # each case ends within seconds
 NOBODY = 65534
 SYNTH = ["--policy", "synthetic", "--generator", "elastic", "--real-frac", "0.5"]
-LEFTOVERS = ("*.tmp", ".partial-*", ".synthmed-probe-*", "*.pt")
+LEFTOVERS = ("*.part", "*.tmp", ".partial-*", ".synthmed-probe-*", "*.pt")
 
 
 # --- running and judging ---------------------------------------------------------------------------

@@ -34,13 +34,10 @@ def predict_command(paths: tuple[str, ...], model_uri: str, output: str | None, 
 
 def _write_csv(table: object, output: str) -> None:
     """All of the CSV or none: written beside the target, then renamed over it; a bad path is one clear error."""
-    import contextlib
-    import os
-    import tempfile
     from pathlib import Path
 
     from synthmed.errors import SynthmedError
-    from synthmed.paths import refuse_file_in_the_way, writing
+    from synthmed.paths import atomic_write, refuse_file_in_the_way, writing
 
     target = Path(output).expanduser()
     what, fix = f"prediction table (--output) {target}", "give a file in a folder this user can write: --output PATH"
@@ -49,12 +46,4 @@ def _write_csv(table: object, output: str) -> None:
     refuse_file_in_the_way(target.parent, f"folder of the prediction table (--output) {target.parent}", fix)
     with writing(what, fix, root=target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                table.to_csv(fh, index=False)  # type: ignore[attr-defined]
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, lambda fh: table.to_csv(fh, index=False), text=True)  # type: ignore[attr-defined]

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, source_hash
-from synthmed.paths import refuse_file_in_the_way
+from synthmed.paths import TEMP_SUFFIX, atomic_write, refuse_file_in_the_way
 
 if TYPE_CHECKING:
     from synthmed.config import Config
@@ -135,18 +134,9 @@ class GenerationCache:
         info = PngImagePlugin.PngInfo()
         info.add_text("synthmed", json.dumps(meta, sort_keys=True, default=str))
         pil = Image.fromarray(image[0].contiguous().cpu().numpy(), mode="L")
-        with self._writing():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as fh:
-                pil.save(fh, format="PNG", pnginfo=info)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)  # never a half-written file: the temp file goes, the entry never appeared
+            atomic_write(path, lambda fh: pil.save(fh, format="PNG", pnginfo=info), durable=durable)
+        except BaseException as exc:  # never a half-written file: the temp file went, the entry never appeared
             if isinstance(exc, OSError):
                 with self._writing():
                     raise exc
@@ -186,7 +176,7 @@ class GenerationCache:
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
             if generator is None or folder.name == generator:
                 for path in folder.glob("*/*"):
-                    if path.suffix in (".png", ".tmp"):
+                    if path.suffix in (".png", TEMP_SUFFIX):
                         yield folder.name, path
 
     def stats(self) -> dict[str, dict[str, int]]:

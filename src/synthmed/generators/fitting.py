@@ -23,7 +23,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from synthmed.checkpoints import Checkpointer
 from synthmed.errors import SynthmedError
 from synthmed.generators.base import Generator, source_hash
 from synthmed.generators.cache import GenerationCache
-from synthmed.paths import writing
+from synthmed.paths import atomic_write, writing
 
 __all__ = ["FitCache", "FitInfo", "check_open_set", "ensure_fitted", "fit_cache_for", "fit_fingerprint", "fit_key",
            "init_sidecar"]
@@ -87,21 +86,11 @@ class FitCache:
                        "can write: --cache-dir PATH (cache_dir) or $SYNTHMED_CACHE_DIR", root=self.root)
 
     def store(self, generator: str, key: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-        """Write atomically: a temp file in the same folder, fsynced, then ``os.replace``."""
+        """Write atomically (synthmed.paths.atomic_write)."""
         path = self.path(generator, key)
         with self._writing():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    torch.save({"state": state, "meta": meta}, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(path, lambda fh: torch.save({"state": state, "meta": meta}, fh))
         return path
 
     def checkpoint(self, generator: str, key: str, every: float) -> Checkpointer:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 from synthmed.config import Config
 from synthmed.evaluation import predict_logits, to_input
+from synthmed.paths import atomic_write
 from synthmed.plugins import registry
 from synthmed.runtime import cpu_has_bf16
 
@@ -101,8 +101,8 @@ class ReferenceClassifier:
     ) -> tuple[ReferenceClassifier, bool]:
         """Load the cached classifier for this key, or train it on ``train`` and cache it.
 
-        Returns ``(classifier, from_cache)``. The file is written atomically (temp file in the
-        same folder, then ``os.replace``), so concurrent runs at worst both train.
+        Returns ``(classifier, from_cache)``. The file is written atomically
+        (synthmed.paths.atomic_write), so concurrent runs at worst both train.
         """
         key = cache_key(fingerprint, image_size, num_classes, epochs=epochs)
         path = Path(root) / "_reference" / f"{key}.pt"
@@ -122,15 +122,8 @@ class ReferenceClassifier:
                 _resize(train.images, image_size), train.labels, train.index, train.synthetic)
             _train(model, data, epochs=epochs, lr=LR, batch_size=BATCH_SIZE, seed=SEED, quiet=quiet)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"model": model.state_dict(), "key": key, "version": VERSION,
-                        "num_classes": num_classes, "image_size": image_size}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda fh: torch.save({"model": model.state_dict(), "key": key, "version": VERSION,
+                                                  "num_classes": num_classes, "image_size": image_size}, fh))
         return cls(model, num_classes, image_size, key), False
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any
 
+from synthmed.paths import pid_alive
 from synthmed.tracking.names import TAG_FAILURE_REASON as TAG_REASON
 from synthmed.tracking.names import TAG_HOST, TAG_PID, TAG_PID_START, TAG_STARTED
 
@@ -44,16 +45,6 @@ def owner_tags() -> dict[str, str]:
     return tags
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def is_dead(tags: dict[str, str]) -> str | None:
     """Why the owner of a run with these tags is provably dead, else None (alive, or unknowable)."""
     if tags.get(TAG_HOST) != socket.gethostname() or not tags.get(TAG_PID, "").isdigit():
@@ -61,7 +52,7 @@ def is_dead(tags: dict[str, str]) -> str | None:
     pid = int(tags[TAG_PID])
     if pid == os.getpid():
         return None
-    if not _alive(pid):
+    if not pid_alive(pid):
         return f"process {pid} on {tags[TAG_HOST]} ended without ending this run (killed or crashed)"
     recorded, now = tags.get(TAG_PID_START), process_start(pid)
     if recorded and now and recorded != now:
