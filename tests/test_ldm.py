@@ -66,7 +66,7 @@ def test_strength_and_mode_share_one_fit_and_change_the_images(tmp_path):
 
 def test_keep_residual_puts_the_sources_detail_back(tmp_path):
     images, labels = brains(24)
-    plain = fitted(images, labels, tmp_path, strength=0.01)
+    plain = fitted(images, labels, tmp_path, strength=0.01, keep_residual=0)
     kept = fitted(images, labels, tmp_path, strength=0.01, keep_residual=1.0)
     assert plain.fit_key == kept.fit_key  # an output option: the same fit
     err = lambda g: (g.generate(images, labels, variation=0, seed=0).float() - images.float()).abs().mean()  # noqa: E731
@@ -99,6 +99,15 @@ def test_unfitted_and_bad_labels_and_bad_options_are_refused(tmp_path):
                                  ("mode", "dream", "mode"), ("device", "tpu:9", "device"), ("steps", "-1", "steps")]:
         with pytest.raises(SynthmedError, match=match):
             LdmGenerator(**{option: value}) if option != "device" else LdmGenerator(device=value)._device()
+
+
+def test_the_presets_set_strength_and_residual_and_an_option_overrides_them():
+    cpu, gpu = LdmGenerator(), LdmGenerator(preset="gpu")
+    assert (cpu.strength, cpu.keep_residual, cpu.ae_steps, cpu.steps, cpu.sample_steps) == (0.25, 1.0, 400, 1000, 40)
+    assert (gpu.strength, gpu.keep_residual) == (0.5, 0.0)
+    mine = LdmGenerator(strength="0.5", keep_residual="0")
+    assert (mine.strength, mine.keep_residual) == (0.5, 0.0)
+    assert mine.fit_params() == cpu.fit_params() and mine.output_params() != cpu.output_params()  # one fit
 
 
 def test_string_options_from_the_command_line_are_coerced():
