@@ -59,6 +59,17 @@ class NetworkGenerator(Generator):
         return torch.autocast(kind, dtype=torch.bfloat16)
 
     @staticmethod
+    def _batch_invariant(device: str) -> Any:
+        """Sampling whose items do not depend on their batch-mates, to the bit: on the CPU, oneDNN picks its
+        convolution kernels by batch size, and an item made alone then differs from the same item made in
+        a batch by ~1e-6 — enough to move a pixel across a rounding step (one gray level), so a cached
+        image would depend on which batch made it. PyTorch's own kernels compute each item alike, at a
+        cost within the noise of this shared CPU (docs/generators.md). CUDA is left as it is."""
+        if torch.device(device).type != "cpu":
+            return contextlib.nullcontext()
+        return torch.backends.mkldnn.flags(enabled=False)
+
+    @staticmethod
     def _train_step(loss: torch.Tensor, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
                     sched: Any, step: int, ema_decay: float) -> float:
         """One optimizer step (gradients clipped at norm 1, the LR schedule advanced), then the EMA copy

@@ -260,7 +260,7 @@ class DdpmGenerator(NetworkGenerator):
         else:
             x = noise
         y = labels.long().to(device)
-        with torch.no_grad():
+        with torch.no_grad(), self._batch_invariant(device):
             for t in tqdm(timesteps, desc="ddpm denoising", leave=False, disable=not self.progress or b < 8):
                 with self._autocast(device):
                     eps = self._unet(x, t.to(device), class_labels=y).sample.float()

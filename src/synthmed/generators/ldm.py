@@ -343,14 +343,20 @@ class LdmGenerator(NetworkGenerator):
     @torch.no_grad()
     def _denoise(self, images: torch.Tensor, labels: torch.Tensor, variations: Sequence[int],
                  seeds: Sequence[int]) -> torch.Tensor:
-        from monai.networks.schedulers import DDIMScheduler
-
         if self._unet is None or self._size is None:
             raise SynthmedError("generator 'ldm' was not fitted — the synthetic policy fits it on the run's sample")
         if len(labels) and int(labels.max()) >= self._num_classes:
             raise SynthmedError(f"generator 'ldm': label {int(labels.max())} but it was fitted on "
                                 f"{self._num_classes} classes")
         device = self._device()
+        with self._batch_invariant(device):
+            return self._sample(images, labels, variations, seeds, device)
+
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, variations: Sequence[int], seeds: Sequence[int],
+                device: str) -> torch.Tensor:
+        from monai.networks.schedulers import DDIMScheduler
+
+        assert self._size is not None
         h, w = images.shape[-2:]
         latent = self._latent_side(self._size[0])
         noise = torch.stack([  # (B, 4, h', w'): per-item generators, never the batch's
