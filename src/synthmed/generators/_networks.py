@@ -8,7 +8,7 @@ the CPU, where bf16 autocast measured far slower without native bf16 (docs/gener
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
@@ -67,7 +67,7 @@ class NetworkGenerator(Generator):
         cost within the noise of this shared CPU (docs/generators.md). CUDA is left as it is."""
         if torch.device(device).type != "cpu":
             return contextlib.nullcontext()
-        return torch.backends.mkldnn.flags(enabled=False)
+        return _onednn_off()
 
     @staticmethod
     def _train_step(loss: torch.Tensor, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -100,3 +100,15 @@ class NetworkGenerator(Generator):
         gen.set_state(state["gen"])
         set_rng_state(state["rng"])
         return state["loss_avg"]
+
+
+@contextlib.contextmanager
+def _onednn_off() -> Iterator[None]:
+    """oneDNN off for the block, nothing else touched (``torch.backends.mkldnn.flags`` also resets its
+    TF32 and determinism flags, and warns about Intel GPUs on every use)."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
